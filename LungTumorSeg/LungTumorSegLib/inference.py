@@ -1,0 +1,148 @@
+"""Ensemble x test-time-augmentation sliding-window inference with MONAI."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+from monai.inferers import sliding_window_inference
+from torch import nn
+
+from .bundle import MemberSpec
+from .uncertainty import binary_entropy, mutual_information
+
+LOG = logging.getLogger("lungtumorseg")
+
+# Flip sets over spatial dims of a (B, C, X, Y, Z) tensor, most informative first:
+# none, left-right, anterior-posterior, both, then with superior-inferior.
+ALL_FLIPS: tuple[tuple[int, ...], ...] = ((), (2,), (3,), (2, 3), (4,), (2, 4), (3, 4), (2, 3, 4))
+
+
+def tta_flips(count: int) -> tuple[tuple[int, ...], ...]:
+    """The first ``count`` flip sets (1 = no TTA, 2, 4 or 8)."""
+    if count not in (1, 2, 4, 8):
+        raise ValueError(f"TTA must be 1, 2, 4 or 8 flips, got {count}")
+    return ALL_FLIPS[:count]
+
+
+@dataclass
+class InferenceSettings:
+    """How to run the networks."""
+
+    patch_size: tuple[int, int, int]
+    overlap: float = 0.25
+    flips: tuple[tuple[int, ...], ...] = ((),)
+    sw_batch_size: int = 2
+    device: torch.device = torch.device("cpu")
+    amp: bool = True
+
+
+@dataclass
+class EnsembleOutput:
+    """Mean probability and uncertainty maps on the model grid (X, Y, Z tensors, CPU)."""
+
+    probability: torch.Tensor
+    entropy: torch.Tensor
+    mutual_information: torch.Tensor
+    device_used: str
+
+
+def foreground_probability(logits: torch.Tensor) -> torch.Tensor:
+    """Tumour probability from logits: softmax channel 1 for 2 channels, sigmoid for 1."""
+    if logits.shape[1] == 1:
+        return torch.sigmoid(logits[:, 0])
+    return torch.softmax(logits.float(), dim=1)[:, 1]
+
+
+def predict_ensemble(
+    image: torch.Tensor,
+    members: Sequence[tuple[MemberSpec, nn.Module]],
+    settings: InferenceSettings,
+    progress: Callable[[float, str], None] | None = None,
+    warn: Callable[[str], None] | None = None,
+) -> EnsembleOutput:
+    """Weighted mean tumour probability over members x flips, with entropy and mutual information.
+
+    Args:
+        image: (X, Y, Z) float tensor, already windowed/scaled for the models.
+        members: (spec, network) pairs; ``spec.weight`` weights each member.
+        settings: patch size, overlap, flips, device.
+        progress: called with (fraction done, message) after each pass.
+        warn: called with a message when falling back after CUDA out-of-memory.
+    """
+    total_weight = sum(spec.weight for spec, _ in members)
+    passes = [(spec, net, flip) for spec, net in members for flip in settings.flips]
+    mean_p = torch.zeros(image.shape, dtype=torch.float32)
+    mean_h = torch.zeros(image.shape, dtype=torch.float32)
+    batch = image[None, None].float()
+    device_used = str(settings.device)
+    for index, (spec, network, flip) in enumerate(passes):
+        weight = spec.weight / total_weight / len(settings.flips)
+        x = torch.flip(batch, flip) if flip else batch
+        logits, device_used = _run_with_fallback(network, x, settings, warn)
+        p = foreground_probability(logits)[0]
+        if flip:
+            p = torch.flip(p, tuple(d - 2 for d in flip))
+        mean_p.add_(p, alpha=weight)
+        mean_h.add_(binary_entropy(p), alpha=weight)
+        if progress:
+            progress(
+                (index + 1) / len(passes), f"{spec.name} flip {settings.flips.index(flip) + 1}/{len(settings.flips)}"
+            )
+    return EnsembleOutput(mean_p, binary_entropy(mean_p), mutual_information(mean_p, mean_h), device_used)
+
+
+def _run_with_fallback(
+    network: nn.Module, x: torch.Tensor, settings: InferenceSettings, warn: Callable[[str], None] | None
+) -> tuple[torch.Tensor, str]:
+    """Sliding-window logits; on CUDA out-of-memory retry smaller, then stitch on CPU, then all-CPU."""
+    device = settings.device
+    attempts = [(device, device, settings.sw_batch_size)]
+    if device.type == "cuda":
+        attempts += [
+            (device, device, 1),
+            (device, torch.device("cpu"), 1),
+            (torch.device("cpu"), torch.device("cpu"), 1),
+        ]
+    for attempt, (net_device, stitch_device, sw_batch) in enumerate(attempts):
+        try:
+            return _sliding_window(network.to(net_device), x, settings, net_device, stitch_device, sw_batch), str(
+                net_device
+            )
+        except torch.OutOfMemoryError:
+            if attempt + 1 == len(attempts):
+                raise
+            torch.cuda.empty_cache()
+            nxt = attempts[attempt + 1]
+            message = (
+                f"CUDA out of memory: retrying with sw_batch_size={nxt[2]}, network on {nxt[0]}, stitching on {nxt[1]}"
+            )
+            LOG.warning(message)
+            if warn:
+                warn(message)
+    raise AssertionError("unreachable")
+
+
+def _sliding_window(
+    network: nn.Module,
+    x: torch.Tensor,
+    settings: InferenceSettings,
+    net_device: torch.device,
+    stitch_device: torch.device,
+    sw_batch: int,
+) -> torch.Tensor:
+    use_amp = settings.amp and net_device.type == "cuda"
+    with torch.inference_mode(), torch.autocast(device_type=net_device.type, enabled=use_amp):
+        logits = sliding_window_inference(
+            x.to(stitch_device),
+            roi_size=settings.patch_size,
+            sw_batch_size=sw_batch,
+            predictor=network,
+            overlap=settings.overlap,
+            mode="gaussian",
+            sw_device=net_device,
+            device=stitch_device,
+        )
+    return logits.float().cpu()

@@ -1,0 +1,47 @@
+# Two commands do all set-up on a fresh Linux machine:
+#   make demo   # venv + install, then segment the bundled demo CT with the bundled model → out/demo/
+#   make test   # venv + install, then the test suite (fast set; `make test-slow` for the long ones)
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# torch is pinned so pip takes the CPU build where the machine provides it; see README for GPU installs.
+TORCH_SPEC ?= torch==2.13.0
+PIP_TORCH_ARGS ?=
+SHARED ?= ../shared
+
+.PHONY: setup demo test test-slow lint format api-check bench clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet "$(TORCH_SPEC)" $(PIP_TORCH_ARGS)
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $@
+
+setup: $(VENV)/.installed
+
+demo: setup
+	$(VENV)/bin/lungtumorseg segment LungTumorSeg/Resources/Sample/demo_ct.nii.gz -o out/demo --overwrite
+
+test: setup
+	$(PY) -m pytest -q
+
+test-slow: setup
+	$(PY) -m pytest -q -m slow
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: setup
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+api-check:
+	$(PYTHON) $(SHARED)/tools/slicer_api_check.py LungTumorSeg LungTumorSegTraining
+
+bench: setup
+	$(PY) Testing/benchmarks/bench_inference.py
+
+clean:
+	rm -rf out .pytest_cache
