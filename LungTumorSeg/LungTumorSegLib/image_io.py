@@ -66,12 +66,14 @@ def load_volume(path: str | os.PathLike, dtype: type | None = np.float32) -> Vol
 
 def _read_nifti(path: Path) -> tuple[np.ndarray, np.ndarray]:
     image = nib.load(str(path))
-    affine = image.affine
     if image.header.get("qform_code", 0) == 0 and image.header.get("sform_code", 0) == 0:
-        zooms = image.header.get_zooms()[:3]
-        if any(z <= 0 for z in zooms):
-            raise InputError(f"{path}: the file has no usable voxel spacing")
-    return np.asanyarray(image.dataobj), affine
+        # nibabel silently turns zero spacing into 1 mm; read the raw header to refuse it instead
+        with nib.openers.ImageOpener(str(path)) as handle:
+            raw = type(image.header).from_fileobj(handle, check=False)
+        ndim = int(raw["dim"][0])
+        if any(float(z) <= 0 for z in raw["pixdim"][1 : 1 + min(3, ndim)]):
+            raise InputError(f"{path}: the file has no usable voxel spacing (pixdim {raw['pixdim'][1:4].tolist()})")
+    return np.asanyarray(image.dataobj), image.affine
 
 
 def _read_nrrd(path: Path) -> tuple[np.ndarray, np.ndarray]:

@@ -1,0 +1,93 @@
+"""Model bundles: manifest validation, checksums, safe weight loading, discovery."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import shutil
+
+import pytest
+import torch
+from conftest import ROOT, make_pointwise_bundle
+
+from LungTumorSegLib.bundle import find_bundle, list_bundles, load_state_dict, read_bundle
+from LungTumorSegLib.errors import BundleError
+
+PLACEHOLDER = ROOT / "LungTumorSeg" / "Resources" / "Models" / "lungtumorseg-demo"
+
+
+def test_bundled_models_load_and_verify():
+    bundles = list_bundles()
+    assert bundles, "no bundled model found"
+    for path in bundles.values():
+        bundle = read_bundle(path)
+        networks = bundle.load_networks("cpu")
+        assert len(networks) == len(bundle.members) >= 1
+        assert all(not network.training for _, network in networks)
+
+
+def test_tampered_weights_are_rejected(tmp_path):
+    bundle_dir = shutil.copytree(PLACEHOLDER, tmp_path / "tampered")
+    weights = bundle_dir / read_bundle(bundle_dir).members[0].file
+    data = bytearray(weights.read_bytes())
+    data[-10] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    with pytest.raises(BundleError, match="checksum mismatch"):
+        read_bundle(bundle_dir).load_networks("cpu")
+
+
+class _Payload:
+    def __reduce__(self):
+        return (open, (str(_Payload.target), "w"))
+
+
+def test_pickled_code_in_weights_is_not_executed(tmp_path):
+    _Payload.target = tmp_path / "pwned"
+    path = tmp_path / "evil.pt"
+    with open(path, "wb") as handle:
+        pickle.dump({"weight": _Payload()}, handle)
+    with pytest.raises(BundleError, match="cannot load weights"):
+        load_state_dict(path)
+    assert not _Payload.target.exists()
+
+
+def test_plain_pt_state_dict_is_supported(tmp_path):
+    path = tmp_path / "weights.pt"
+    torch.save({"w": torch.ones(2)}, path)
+    assert torch.equal(load_state_dict(path)["w"], torch.ones(2))
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda m: m.pop("input"), "missing 'input'"),
+        (lambda m: m["members"][0].pop("sha256"), "missing 'sha256'"),
+        (lambda m: m["members"][0].update(file="../outside.safetensors"), "inside the bundle"),
+        (lambda m: m["output"].update(threshold=1.5), "threshold"),
+    ],
+)
+def test_invalid_manifests_are_named(tmp_path, edit, message):
+    path = make_pointwise_bundle(tmp_path / "pw", (1.0, 1.0, 1.0), patch=(32, 32, 32))
+    manifest = json.loads((path / "manifest.json").read_text())
+    edit(manifest)
+    (path / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match=message):
+        read_bundle(path)
+
+
+def test_user_models_folder_is_searched(tmp_path, monkeypatch):
+    monkeypatch.setenv("LUNGTUMORSEG_MODELS", str(tmp_path))
+    make_pointwise_bundle(tmp_path / "my-model", (1.0, 1.0, 1.0))
+    assert "my-model" in list_bundles()
+    assert find_bundle("my-model").name == "my-model"
+    with pytest.raises(BundleError, match="not found"):
+        find_bundle("no-such-model")
+
+
+def test_swinunetr_patch_must_be_a_multiple_of_32(tmp_path):
+    bundle_dir = shutil.copytree(PLACEHOLDER, tmp_path / "bad-patch")
+    manifest = json.loads((bundle_dir / "manifest.json").read_text())
+    manifest["input"]["patch_size"] = [48, 64, 32]
+    (bundle_dir / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match="multiple of 32 for SwinUNETR"):
+        read_bundle(bundle_dir)
