@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-from scipy import ndimage
-
 from . import __version__
 from .image_io import image_format, save_volume
+from .measurements import CaseMeasurements, measure_lesions
 from .outputs import OutputSet
+from .overlay import write_overlay_png
 from .pipeline import SegmentationResult
 from .progress import ProgressReporter
+from .report import measurement_table_paths, write_html_report, write_measurement_tables
 from .volume import Volume
 
 MAPS = ("tumor", "probability", "entropy", "mutual_information")
+PICTURES = {"overlay": "overlay.png", "snapshot": "snapshot.png", "report": "report.html"}
+LOG = logging.getLogger("lungtumorseg")
 
 
 def case_stem(path: Path) -> str:
@@ -35,9 +38,13 @@ def image_suffix(path: Path, fmt: str) -> str:
 
 
 def output_names(path: Path, fmt: str = "auto", pictures: bool = True) -> list[str]:
-    """Every file name ``segment`` writes for input ``path``."""
+    """Every file name ``segment`` writes for input ``path`` (pictures only when there is a lesion)."""
     stem, suffix = case_stem(path), image_suffix(path, fmt)
-    return [f"{stem}_{name}{suffix}" for name in MAPS] + [f"{stem}_summary.json"]
+    names = [f"{stem}_{name}{suffix}" for name in MAPS] + [f"{stem}_summary.json"]
+    names += [p.name for p in measurement_table_paths(".", stem).values()]
+    if pictures:
+        names += [f"{stem}_{name}" for name in PICTURES.values()]
+    return names
 
 
 def write_case_outputs(
@@ -56,12 +63,13 @@ def write_case_outputs(
         (paths by output kind, the summary dictionary).
     """
     stem, suffix = case_stem(path), image_suffix(path, fmt)
+    case = measure_lesions(result.label, ct, result.entropy)
     summary = {
         "input": str(path),
         "lungtumorseg_version": __version__,
         "shape": list(ct.shape),
         "spacing_mm": [round(float(s), 4) for s in ct.spacing],
-        "lesions": lesion_summary(result.label.array, ct.voxel_volume_ml),
+        "lesions": case.summary(),
         "info": result.info,
     }
     volumes = {
@@ -78,11 +86,50 @@ def write_case_outputs(
             kinds[name] = kind
         outputs.write_json(f"{stem}_summary.json", summary)
         kinds[f"{stem}_summary.json"] = "summary"
+        for kind, table in write_measurement_tables(case, outputs.staging, stem, overwrite=True).items():
+            outputs.adopt(table.name)
+            kinds[table.name] = {"json": "lesions", "lesions_csv": "lesions_csv", "summary_csv": "summary_csv"}[kind]
+        if pictures:
+            for kind, name in _write_pictures(path, ct, result, case, outputs.staging, stem, reporter).items():
+                outputs.adopt(name)
+                kinds[name] = kind
         final = outputs.commit()
     return {kinds[name]: p for name, p in final.items()}, summary
 
 
-def lesion_summary(label: np.ndarray, voxel_ml: float) -> dict[str, Any]:
-    """Lesion count and total volume (26-connected components)."""
-    _, count = ndimage.label(label > 0, structure=np.ones((3, 3, 3), bool))
-    return {"count": int(count), "total_volume_ml": round(float(np.count_nonzero(label)) * voxel_ml, 3)}
+def _write_pictures(
+    path: Path,
+    ct: Volume,
+    result: SegmentationResult,
+    case: CaseMeasurements,
+    folder: Path,
+    stem: str,
+    reporter: ProgressReporter | None,
+) -> dict[str, str]:
+    """Overlay PNG, 3D snapshot PNG (when offscreen OpenGL works) and the HTML report; names by kind."""
+    from .rendering import RenderingUnavailableError, write_snapshot_png
+
+    written: dict[str, str] = {}
+    images: dict[str, Path] = {}
+    if case.lesion_count:
+        overlay = write_overlay_png(folder / f"{stem}_{PICTURES['overlay']}", result.label, ct, result.entropy, case)
+        written["overlay"], images["Axial slice with the largest tumour area"] = overlay.name, overlay
+        try:
+            snapshot = write_snapshot_png(
+                folder / f"{stem}_{PICTURES['snapshot']}",
+                result.label,
+                lung=result.lung_mask,
+                entropy=result.entropy,
+                case=case,
+            )
+            written["snapshot"], images["3D tumour spread"] = snapshot.name, snapshot
+        except RenderingUnavailableError as exc:
+            message = f"3D snapshot skipped: {exc}"
+            LOG.warning(message)
+            if reporter:
+                reporter.log("warning", message)
+    inputs = {"CT": str(path), "Model": f"{result.info.get('model')} {result.info.get('model_version')}"}
+    inputs["Device"] = str(result.info.get("device"))
+    report = write_html_report(case, folder / f"{stem}_{PICTURES['report']}", images=images, inputs=inputs)
+    written["report"] = report.name
+    return written

@@ -123,7 +123,7 @@ def run_segment(args: argparse.Namespace) -> int:
 def _print_case(path: Path, summary: dict[str, Any], written: dict[str, Path]) -> None:
     lesions = summary.get("lesions", {})
     print(
-        f"{path.name}: {lesions.get('count', 0)} lesion(s), {lesions.get('total_volume_ml', 0.0):.2f} ml "
+        f"{path.name}: {lesions.get('lesion_count', 0)} lesion(s), {lesions.get('total_volume_ml', 0.0):.2f} ml "
         f"in {summary['info']['timings']['total_s']:.1f} s on {summary['info']['device']}"
     )
     for name, out in written.items():

@@ -51,6 +51,11 @@ class OutputSet:
         self.names.append(name)
         return self.staging / name
 
+    def adopt(self, name: str) -> None:
+        """Register a file a helper already wrote into the staging folder."""
+        assert self.staging is not None and (self.staging / name).exists(), name
+        self.names.append(name)
+
     def write(self, name: str, writer: Callable[[Path], Any]) -> None:
         """Call ``writer(path)`` to create output ``name``."""
         writer(self.path(name))
