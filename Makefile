@@ -9,7 +9,7 @@ TORCH_SPEC ?= torch==2.13.0
 PIP_TORCH_ARGS ?=
 SHARED ?= ../shared
 
-.PHONY: setup demo test test-slow lint format api-check bench clean
+.PHONY: setup demo test test-slow lint format api-check bench bench-train clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,10 @@ api-check:
 
 bench: setup
 	$(PY) Testing/benchmarks/bench_inference.py
+	$(PY) Testing/benchmarks/bench_measure.py
+
+bench-train: setup
+	$(PY) Testing/benchmarks/bench_training.py
 
 clean:
 	rm -rf out .pytest_cache

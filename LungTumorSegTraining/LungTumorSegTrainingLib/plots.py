@@ -1,0 +1,95 @@
+"""PNG pictures of a run: loss/Dice curves and a validation overlay (matplotlib, Agg backend)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
+
+from LungTumorSegLib.uncertainty import binary_entropy  # noqa: E402
+
+
+def save_curves(history: list[dict[str, Any]], path: Path) -> Path:
+    """Training loss and validation Dice against the epoch, side by side."""
+    epochs = [row["epoch"] for row in history]
+    losses = [row["train_loss"] for row in history]
+    val = [(row["epoch"], row["val_dice"]) for row in history if row.get("val_dice") is not None]
+    figure, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6), dpi=100)
+    left.plot(epochs, losses, color="tab:blue", marker="." if len(epochs) < 50 else None)
+    left.set(xlabel="epoch", ylabel="training loss", title="Training loss")
+    left.grid(alpha=0.3)
+    if val:
+        right.plot([e for e, _ in val], [d for _, d in val], color="tab:green", marker="o", markersize=3)
+        best_epoch, best = max(val, key=lambda item: item[1])
+        right.axhline(best, color="tab:gray", linestyle="--", linewidth=0.8)
+        right.set_title(f"Validation Dice (best {best:.3f} at epoch {best_epoch})")
+    else:
+        right.set_title("Validation Dice (none yet)")
+    right.set(xlabel="epoch", ylabel="mean Dice", ylim=(0, 1))
+    right.grid(alpha=0.3)
+    for axis in (left, right):
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+    figure.tight_layout()
+    return _save(figure, path)
+
+
+def save_overlay(
+    image: np.ndarray, label: np.ndarray, probability: np.ndarray, path: Path, title: str = "", threshold: float = 0.5
+) -> Path:
+    """Image, label, prediction and entropy on the axial slice with the largest tumour area.
+
+    Args:
+        image: (X, Y, Z) image scaled to [0, 1] (RAS axes, Z superior).
+        label: (X, Y, Z) ground truth.
+        probability: (X, Y, Z) tumour probability.
+        path: PNG to write.
+        title: figure title (case name, epoch).
+        threshold: probability threshold for the prediction panel.
+    """
+    area = (label > 0.5).sum(axis=(0, 1))
+    z = int(np.argmax(area)) if area.max() > 0 else int(np.argmax((probability > threshold).sum(axis=(0, 1))))
+    entropy = binary_entropy(torch.as_tensor(probability[:, :, z], dtype=torch.float32)).numpy()
+    panels = [
+        ("image", image[:, :, z], "gray", None),
+        ("label", label[:, :, z], None, "tab:green"),
+        (f"prediction (p > {threshold:g})", probability[:, :, z] > threshold, None, "tab:red"),
+        ("entropy (bits)", entropy, "magma", None),
+    ]
+    figure, axes = plt.subplots(1, 4, figsize=(13, 3.6), dpi=100)
+    for axis, (name, data, cmap, colour) in zip(axes, panels):
+        # RAS arrays: show X left-to-right flipped to radiological convention, Y (anterior) up.
+        if colour is None:
+            shown = axis.imshow(np.asarray(data, dtype=np.float32).T[::-1, ::-1], cmap=cmap, vmin=0, vmax=1)
+            if name.startswith("entropy"):
+                figure.colorbar(shown, ax=axis, fraction=0.046, pad=0.04)
+        else:
+            axis.imshow(image[:, :, z].T[::-1, ::-1], cmap="gray", vmin=0, vmax=1)
+            mask = np.ma.masked_where(~(np.asarray(data) > 0.5).T[::-1, ::-1], np.ones(data.shape).T)
+            axis.imshow(mask, cmap=matplotlib.colors.ListedColormap([colour]), alpha=0.6, vmin=0, vmax=1)
+        axis.set_title(name)
+        axis.axis("off")
+    figure.suptitle(f"{title}  (axial slice {z})" if title else f"axial slice {z}")
+    figure.tight_layout()
+    return _save(figure, path)
+
+
+def _save(figure: Any, path: Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.png")
+    try:
+        figure.savefig(tmp)
+        os.replace(tmp, path)
+    finally:
+        plt.close(figure)
+        if tmp.exists():
+            tmp.unlink()
+    return path

@@ -1,0 +1,69 @@
+"""Packaging: the Slicer CMake lists every engine file, console scripts resolve, CI runs the README's tests."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import ROOT
+
+MODULES = {"LungTumorSeg": "LungTumorSegLib", "LungTumorSegTraining": "LungTumorSegTrainingLib"}
+
+
+@pytest.mark.parametrize(("module", "lib"), MODULES.items())
+def test_cmake_lists_every_engine_file(module, lib):
+    cmake = ROOT / module / "CMakeLists.txt"
+    if not cmake.exists():
+        pytest.fail(f"{cmake} missing")
+    text = cmake.read_text()
+    assert "slicerMacroBuildScriptedModule" in text and "slicer_add_python_unittest" in text
+    assert "WITH_GENERIC_TESTS" in text
+    listed = set(re.findall(rf"{lib}/([\w/]+\.py)", text))
+    on_disk = {str(p.relative_to(ROOT / module / lib)) for p in (ROOT / module / lib).rglob("*.py")}
+    assert on_disk - listed == set(), f"not listed in {cmake}"
+    assert listed - on_disk == set(), f"listed but missing in {cmake}"
+
+
+def test_top_level_cmake_follows_the_extension_template():
+    text = (ROOT / "CMakeLists.txt").read_text()
+    for needle in (
+        "EXTENSION_HOMEPAGE",
+        "find_package(Slicer REQUIRED)",
+        "Slicer_EXTENSION_GENERATE_CONFIG",
+        "Slicer_EXTENSION_CPACK",
+        "add_subdirectory(LungTumorSeg)",
+        "add_subdirectory(LungTumorSegTraining)",
+    ):
+        assert needle in text
+
+
+@pytest.mark.parametrize("script", ["lungtumorseg", "lungtumorseg-train"])
+def test_console_scripts_print_help(script):
+    executable = Path(sys.executable).parent / script
+    if not executable.exists():
+        pytest.skip(f"{script} not installed in this environment")
+    completed = subprocess.run([str(executable), "--help"], capture_output=True, text=True, timeout=120)
+    assert completed.returncode == 0, completed.stderr
+    assert "usage:" in completed.stdout
+
+
+def test_ci_runs_the_readme_test_command():
+    readme = (ROOT / "README.md").read_text()
+    assert "make demo" in readme and "make test" in readme
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert "make test" in ci and "slicer_api_check.py" in ci
+    makefile = (ROOT / "Makefile").read_text()
+    assert re.search(r"^demo:", makefile, re.M) and re.search(r"^test:", makefile, re.M)
+
+
+def test_engines_never_import_slicer():
+    pattern = re.compile(r"^\s*(import|from)\s+(slicer|qt|ctk)\b", re.M)
+    for lib_dir in (
+        ROOT / "LungTumorSeg" / "LungTumorSegLib",
+        ROOT / "LungTumorSegTraining" / "LungTumorSegTrainingLib",
+    ):
+        for path in lib_dir.rglob("*.py"):
+            assert not pattern.search(path.read_text()), f"{path} imports Slicer"

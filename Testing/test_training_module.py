@@ -1,0 +1,508 @@
+"""Tests of the LungTumorSegTraining Slicer module without Slicer: gui_helpers, the .ui file, the API check."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from LungTumorSegTrainingLib import gui_helpers as gh
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+LIDC = SHARED_DATA / "lidc-nodule-crops"
+MODULE_PY = ROOT / "LungTumorSegTraining" / "LungTumorSegTraining.py"
+UI_FILE = ROOT / "LungTumorSegTraining" / "Resources" / "UI" / "LungTumorSegTraining.ui"
+API_CHECK = ROOT.parent / "shared" / "tools" / "slicer_api_check.py"
+
+
+def lidc_pairs(count: int = 3) -> list[tuple[Path, Path]]:
+    """``count`` LIDC crops of different patients (skips when the shared data is absent)."""
+    if not (LIDC / "image").is_dir():
+        pytest.skip("shared LIDC crops not available")
+    pairs, patients = [], set()
+    for image in sorted((LIDC / "image").glob("*.nii.gz")):
+        patient = image.name.split("_")[0]
+        if patient not in patients and (LIDC / "mask" / image.name).is_file():
+            pairs.append((image, LIDC / "mask" / image.name))
+            patients.add(patient)
+        if len(pairs) == count:
+            break
+    return pairs
+
+
+@pytest.fixture
+def tiny_msd(tmp_path: Path) -> Path:
+    return gh.build_tiny_msd(tmp_path / "Task06_tiny", lidc_pairs())
+
+
+# ------------------------------------------------------------------------------------------ command lines
+
+
+def test_training_command_single_process():
+    s = gh.TrainSettings(data=["/d/Task06_Lung"], output_dir="/runs", run_name="r1", epochs=7, lr=3e-4, fold=2)
+    (args,) = gh.training_commands(s, python="/py")
+    assert args[:4] == ["/py", "-m", "LungTumorSegTrainingLib", "train"]
+    joined = " ".join(args)
+    assert "--data /d/Task06_Lung --output /runs/r1 --arch UNet --patch-size 96 96 64" in joined
+    assert "--epochs 7" in joined and "--lr 0.0003" in joined and "--fold 2" in joined and "--loss dicece" in joined
+    assert args[-2:] == ["--progress", "json"]
+    assert "--steps-per-epoch" not in args and "--max-cases" not in args
+
+
+def test_training_command_torchrun_and_ensemble():
+    s = gh.TrainSettings(data=["/img", "/lab"], output_dir="/runs", run_name="ens", archs=["UNet", "SwinUNETR"], gpus=4)
+    commands = gh.training_commands(s, python="/py")
+    assert len(commands) == 2
+    for command, arch, folder in zip(commands, ["UNet", "SwinUNETR"], ["ens-unet", "ens-swinunetr"]):
+        assert command[:6] == ["/py", "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "4"]
+        assert command[6:9] == ["-m", "LungTumorSegTrainingLib", "train"]
+        assert command[command.index("--data") + 1 : command.index("--data") + 3] == ["/img", "/lab"]
+        assert command[command.index("--arch") + 1] == arch
+        assert command[command.index("--output") + 1] == str(Path("/runs") / folder)
+
+
+def test_presets_and_problems():
+    base = gh.TrainSettings(data=["/d"], output_dir="/o", run_name="quick")
+    quick = gh.apply_preset(base, "Quick CPU check")
+    assert quick.device == "cpu" and quick.gpus == 1 and quick.epochs <= 3 and quick.steps_per_epoch > 0
+    assert quick.data == ["/d"] and quick.run_name == "quick"
+    args = gh.train_command(quick, "UNet", "/o/quick", python="/py")
+    assert "--steps-per-epoch" in args and "--max-cases" in args and args[args.index("--device") + 1] == "cpu"
+    assert quick.problems() == []
+    msd = gh.apply_preset(base, "MSD Task06 on one GPU")
+    assert msd.archs == ["UNet", "SwinUNETR"] and msd.device == "cuda" and msd.patch_size == [96, 96, 64]
+    assert msd.problems() == []
+    bad = gh.TrainSettings(run_name="a b", patch_size=[96, 96, 40], archs=["SwinUNETR"], gpus=2, device="cpu")
+    text = " ".join(bad.problems())
+    for expected in ("dataset", "output folder", "Run name", "multiple of 32", "GPU"):
+        assert expected in text
+    with pytest.raises(KeyError):
+        gh.apply_preset(base, "nope")
+
+
+def test_resume_export_ensemble_commands(tmp_path: Path):
+    assert gh.resume_command("/runs/r1", python="/py") == [
+        "/py", "-m", "LungTumorSegTrainingLib", "resume", "/runs/r1", "--progress", "json",
+    ]  # fmt: skip
+    assert gh.resume_command("/runs/r1", python="/py", gpus=2)[2] == "torch.distributed.run"
+    (export,) = gh.install_commands(["/runs/a"], tmp_path, "my-model", python="/py")
+    assert export == ["/py", "-m", "LungTumorSegTrainingLib", "export", "/runs/a", "--name", "my-model", "--out",
+                      str(tmp_path / "my-model")]  # fmt: skip
+    search, export = gh.install_commands(["/runs/a", "/runs/b"], tmp_path, "ens", python="/py", overwrite=True)
+    assert search[3:6] == ["ensemble", "/runs/a", "/runs/b"] and search[-2:] == ["--progress", "json"]
+    result = search[search.index("--output") + 1]
+    assert result == str(Path("/runs/ens-ensemble.json"))
+    assert export[3:6] == ["export", "--ensemble", result] and export[-1] == "--overwrite"
+    assert export[export.index("--out") + 1] == str(tmp_path / "ens")
+    with pytest.raises(ValueError):
+        gh.install_commands([], tmp_path, "x")
+    with pytest.raises(ValueError):
+        gh.install_commands(["/runs/a"], tmp_path, "bad name/..")
+
+
+def test_commands_parse_with_the_engine_cli():
+    """Every command line the GUI builds is accepted by the engine's argparse parser (when it is there)."""
+    cli = pytest.importorskip("LungTumorSegTrainingLib.cli")
+    parser = cli.build_parser()
+    s = gh.apply_preset(gh.TrainSettings(data=["/d"], output_dir="/o", run_name="r"), "Quick CPU check")
+    s.archs = ["UNet", "SwinUNETR"]
+    s.patch_size = [64, 64, 32]
+    commands = gh.training_commands(s, python="/py") + [gh.resume_command("/o/r", python="/py")]
+    commands += gh.install_commands(["/o/a", "/o/b"], "/m", "ens", python="/py", overwrite=True)
+    commands += gh.install_commands(["/o/a"], "/m", "one", python="/py")
+    for command in commands:
+        args = parser.parse_args(command[3:])
+        assert args.command == command[3]
+    train = parser.parse_args(commands[0][3:])
+    assert (train.arch, train.patch_size, train.epochs, train.steps_per_epoch) == ("UNet", [64, 64, 32], 2, 2)
+    assert train.data == ["/d"] and train.progress == "json" and train.device == "cpu" and train.max_cases == 3
+
+
+# ------------------------------------------------------------------------------------------ events
+
+
+def test_parse_line_json_and_garbage():
+    assert gh.parse_line("") is None and gh.parse_line("   \n") is None
+    event = gh.parse_line('{"event": "metrics", "epoch": 3, "train_loss": 0.5, "val_dice": null}\n')
+    assert event == {"event": "metrics", "epoch": 3, "train_loss": 0.5, "val_dice": None}
+    assert gh.parse_line(b'[rank0]: {"event": "progress", "fraction": 0.5}')["fraction"] == 0.5
+    for garbage in (
+        "Traceback (most recent call last):",
+        '{"event": broken',
+        "{not json}",
+        '{"no_event": 1}',
+        "[1, 2]",
+    ):
+        assert gh.parse_line(garbage) == {"event": "text", "message": garbage}
+
+
+def test_line_buffer_splits_chunks():
+    buffer = gh.LineBuffer()
+    assert buffer.feed(b'{"event": "log", "mes') == []
+    assert buffer.feed('sage": "hi"}\r\nsecond\npart') == ['{"event": "log", "message": "hi"}', "second"]
+    assert buffer.flush() == ["part"] and buffer.flush() == []
+
+
+def test_metrics_history_merges_events_and_csv(tmp_path: Path):
+    history = gh.MetricsHistory()
+    assert history.add({"event": "metrics", "epoch": 1, "train_loss": 0.9, "val_dice": None})
+    assert not history.add({"event": "metrics", "epoch": 1, "train_loss": 0.9})
+    assert not history.add({"event": "progress", "fraction": 0.1})
+    history.add({"event": "metrics", "epoch": 2, "train_loss": 0.7, "val_dice": 0.31, "best_dice": 0.31})
+    csv_path = tmp_path / "metrics.csv"
+    csv_path.write_text(
+        "epoch,global_step,train_loss,val_dice,lr,epoch_time_s,best_dice\n"
+        "1,2,0.9,,0.001,1.5,\n2,4,0.7,0.31,0.001,1.4,0.31\n3,6,0.6,0.42,0.001,1.4,0.42\n"
+    )
+    assert history.load_csv(csv_path)
+    assert history.epochs() == [1, 2, 3]
+    table = history.table()
+    assert table["train_loss"] == [0.9, 0.7, 0.6]
+    assert np.isnan(table["val_dice"][0]) and table["val_dice"][1:] == [0.31, 0.42]
+    assert history.best_dice() == pytest.approx(0.42)
+    assert not gh.MetricsHistory().load_csv(tmp_path / "missing.csv")
+
+
+def test_progress_fraction_and_eta():
+    assert gh.progress_fraction({"fraction": 0.25}) == 0.25
+    assert gh.progress_fraction({"fraction": 7}) == 1.0
+    assert gh.progress_fraction({"epoch": 3, "epochs": 10, "step": 5, "steps": 10}) == pytest.approx(0.25)
+    assert gh.progress_fraction({"epoch": 2}, epochs_total=4) == pytest.approx(0.25)
+    assert gh.progress_fraction({"message": "x"}) is None
+    assert gh.eta_seconds(60.0, 0.25) == pytest.approx(180.0)
+    assert gh.eta_seconds(60.0, 0.0) is None and gh.eta_seconds(10.0, 1.0) == 0.0
+    assert gh.format_duration(None) == "?" and gh.format_duration(42) == "42s"
+    assert gh.format_duration(185) == "3m 05s" and gh.format_duration(3720) == "1h 02m"
+
+
+# ------------------------------------------------------------------------------------------ runs
+
+
+def write_run(folder: Path, state: str | None, pid: int | None, epochs_done: int, best: bool = True) -> Path:
+    (folder / "checkpoints").mkdir(parents=True)
+    (folder / "config.json").write_text(json.dumps({"arch": "UNet", "epochs": 10}))
+    if state is not None:
+        status = {"state": state, "pid": pid, "epoch": epochs_done, "best_dice": 0.5, "updated": "2025-01-01T00:00:00Z"}
+        (folder / "status.json").write_text(json.dumps(status))
+    rows = "".join(
+        f"{e},{2 * e},{1.0 / e:.3f},{0.1 * e:.2f},0.001,1.0,{0.1 * e:.2f}\n" for e in range(1, epochs_done + 1)
+    )
+    (folder / "metrics.csv").write_text("epoch,global_step,train_loss,val_dice,lr,epoch_time_s,best_dice\n" + rows)
+    (folder / "checkpoints" / "last.pt").write_bytes(b"x")
+    if best:
+        (folder / "checkpoints" / "best.pt").write_bytes(b"x")
+    (folder / "train.log").write_text("epoch 1/10: loss 1.0\n")
+    return folder
+
+
+def dead_pid() -> int:
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    return process.pid
+
+
+def test_discover_runs_and_states(tmp_path: Path):
+    write_run(tmp_path / "alive", "running", os.getpid(), 3)
+    write_run(tmp_path / "dead", "running", dead_pid(), 4)
+    write_run(tmp_path / "done", "finished", 1, 10)
+    write_run(tmp_path / "stopped", "stopped", 1, 2, best=False)
+    write_run(tmp_path / "nostatus", None, None, 1)
+    (tmp_path / "not-a-run").mkdir()
+    (tmp_path / "somefile.txt").write_text("x")
+    runs = {r.name: r for r in gh.discover_runs(tmp_path)}
+    assert set(runs) == {"alive", "dead", "done", "stopped", "nostatus"}
+    assert runs["alive"].state == "running"
+    assert runs["dead"].state == "crashed" and runs["dead"].resumable
+    assert runs["done"].state == "finished" and not runs["done"].resumable and runs["done"].installable
+    assert runs["stopped"].resumable and runs["stopped"].has_last and not runs["stopped"].has_best
+    assert runs["nostatus"].state == "stopped"
+    done = runs["done"]
+    assert (done.epoch, done.epochs, done.arch) == (10, 10, "UNet")
+    assert done.best_dice == pytest.approx(1.0) and done.last_val_dice == pytest.approx(1.0)
+    assert done.log == tmp_path / "done" / "train.log"
+    assert "finished" in done.summary() and "epoch 10/10" in done.summary() and "best Dice 1.000" in done.summary()
+    assert gh.discover_runs(tmp_path / "missing") == []
+    assert [r.name for r in gh.discover_runs(tmp_path / "done")] == ["done"]  # a run folder itself
+
+
+def test_effective_state_other_host_and_bad_status(tmp_path: Path):
+    status = {"state": "running", "pid": dead_pid(), "host": "cluster-node-7"}
+    assert gh.effective_state(status, hostname="my-laptop") == "running"
+    assert gh.effective_state({**status, "host": "my-laptop"}, hostname="my-laptop") == "crashed"
+    assert gh.effective_state({"state": "exploded"}) == "unknown"
+    assert not gh.pid_alive(None) and not gh.pid_alive("x") and not gh.pid_alive(-3) and gh.pid_alive(os.getpid())
+    folder = tmp_path / "half"
+    folder.mkdir()
+    (folder / "status.json").write_text('{"state": "runn')  # being rewritten
+    (folder / "metrics.csv").write_text("epoch,train_loss\n1,0.5\n2,")
+    info = gh.read_run(folder)
+    assert info.state == "stopped" and info.epoch == 2 and info.last_loss == 0.5
+
+
+# ------------------------------------------------------------------------------------------ dataset
+
+
+def test_validate_msd_dataset_on_real_crops(tiny_msd: Path):
+    summary = gh.validate_dataset([tiny_msd])
+    assert summary.ok, summary.text()
+    assert summary.kind == "msd" and len(summary.cases) == 3 and summary.name == "Task06_tiny"
+    assert summary.labels_checked == 3 and summary.label_values == [0, 1]
+    assert len(summary.spacing_min) == 3 and all(0 < a <= b for a, b in zip(summary.spacing_min, summary.spacing_max))
+    assert summary.split["train"] + summary.split["val"] == 3 and summary.split["val"] >= 1
+    text = summary.text()
+    assert "MSD dataset 'Task06_tiny': 3 cases" in text and "Label values" in text and "Split" in text
+    assert gh.validate_dataset([tiny_msd / "dataset.json"]).ok
+
+
+def test_validate_image_label_folders(tmp_path: Path):
+    pairs = lidc_pairs(3)
+    images, labels = tmp_path / "image", tmp_path / "mask"
+    images.mkdir()
+    labels.mkdir()
+    for image, label in pairs:
+        (images / image.name).symlink_to(image)
+        (labels / image.name.replace(".nii.gz", "_seg.nii.gz")).symlink_to(label)
+    both = gh.validate_dataset([tmp_path])
+    assert both.ok and both.kind == "folders" and len(both.cases) == 3, both.text()
+    assert gh.validate_dataset([images, labels]).ok
+    (images / "LIDC-IDRI-9999_R_1.nii.gz").symlink_to(pairs[0][0])
+    unlabelled = gh.validate_dataset([tmp_path])
+    assert not unlabelled.ok and "1 image(s) have no label in mask/: LIDC-IDRI-9999_R_1.nii.gz" in unlabelled.errors[0]
+
+
+def test_validate_broken_variants(tmp_path: Path, tiny_msd: Path):
+    assert "no dataset folder chosen" in gh.validate_dataset([]).errors[0]
+    assert "no such folder" in gh.validate_dataset([tmp_path / "nowhere"]).errors[0]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert "not a dataset" in gh.validate_dataset([empty]).errors[0]
+
+    no_json = tmp_path / "no_json"
+    shutil.copytree(tiny_msd, no_json, symlinks=True)
+    (no_json / "dataset.json").unlink()
+    shutil.rmtree(no_json / "labelsTr")
+    assert "dataset.json is missing" in gh.validate_dataset([no_json]).errors[0]
+
+    missing = tmp_path / "missing_file"
+    shutil.copytree(tiny_msd, missing, symlinks=True)
+    first = sorted((missing / "labelsTr").iterdir())[0]
+    first.unlink()
+    summary = gh.validate_dataset([missing])
+    assert not summary.ok and "1 file(s) listed in dataset.json are missing" in summary.errors[0]
+    assert first.name in summary.errors[0]
+
+    bad_json = tmp_path / "bad_json"
+    shutil.copytree(tiny_msd, bad_json, symlinks=True)
+    (bad_json / "dataset.json").write_text('{"training": [')
+    assert "cannot be read as JSON" in gh.validate_dataset([bad_json]).errors[0]
+    (bad_json / "dataset.json").write_text('{"training": []}')
+    assert "no 'training' list" in gh.validate_dataset([bad_json]).errors[0]
+
+    multi = tmp_path / "multilabel"
+    shutil.copytree(tiny_msd, multi, symlinks=True)
+    label_path = sorted((multi / "labelsTr").iterdir())[0]
+    label = nib.load(str(label_path))
+    data = np.asarray(label.dataobj).astype(np.uint8)
+    data[0, 0, 0] = 2
+    label_path.unlink()
+    nib.save(nib.Nifti1Image(data, label.affine, label.header), str(label_path))
+    summary = gh.validate_dataset([multi])
+    assert not summary.ok and "label values {0, 1, 2} found" in summary.errors[0]
+
+    shape = tmp_path / "shape"
+    shutil.copytree(tiny_msd, shape, symlinks=True)
+    label_path = sorted((shape / "labelsTr").iterdir())[0]
+    label = nib.load(str(label_path))
+    label_path.unlink()
+    nib.save(nib.Nifti1Image(np.zeros((4, 4, 4), np.uint8), label.affine), str(label_path))
+    assert "differs from label shape" in gh.validate_dataset([shape]).errors[0]
+
+    single = gh.build_tiny_msd(tmp_path / "single", lidc_pairs(1))
+    assert "at least 2 cases" in gh.validate_dataset([single]).errors[0]
+
+
+# ------------------------------------------------------------------------------------------ GUI files
+
+
+def ui_names_used() -> set[str]:
+    return set(re.findall(r"self\.ui\.(\w+)", MODULE_PY.read_text(encoding="utf-8")))
+
+
+def test_ui_loads_and_has_every_widget_the_module_uses():
+    pytest.importorskip("PySide6.QtUiTools")
+    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    from PySide6.QtCore import QFile
+    from PySide6.QtUiTools import QUiLoader
+    from PySide6.QtWidgets import QApplication, QWidget
+
+    app = QApplication.instance() or QApplication([])
+    handle = QFile(str(UI_FILE))
+    assert handle.open(QFile.ReadOnly)
+    widget = QUiLoader().load(handle)
+    handle.close()
+    assert widget is not None and widget.objectName() == "LungTumorSegTraining"
+    names = {child.objectName() for child in widget.findChildren(QWidget)}
+    used = ui_names_used()
+    assert len(used) > 20
+    assert used <= names, f"missing in the .ui: {sorted(used - names)}"
+    ui_text = UI_FILE.read_text(encoding="utf-8")
+    for custom in set(re.findall(r'<widget class="((?:ctk|qMRML|qSlicer)\w+)"', ui_text)):
+        assert f"<class>{custom}</class>" in ui_text, f"{custom} not declared in <customwidgets>"
+    widget.deleteLater()
+    del app
+
+
+def test_cmake_lists_every_lib_file_and_resources():
+    cmake = (ROOT / "LungTumorSegTraining" / "CMakeLists.txt").read_text(encoding="utf-8")
+    for path in sorted((ROOT / "LungTumorSegTraining" / "LungTumorSegTrainingLib").glob("*.py")):
+        assert f"LungTumorSegTrainingLib/{path.name}" in cmake
+    assert "Resources/Icons/${MODULE_NAME}.png" in cmake and "Resources/UI/${MODULE_NAME}.ui" in cmake
+    assert "WITH_GENERIC_TESTS" in cmake and "slicer_add_python_unittest(SCRIPT ${MODULE_NAME}.py)" in cmake
+    assert (ROOT / "LungTumorSegTraining" / "Resources" / "Icons" / "LungTumorSegTraining.png").read_bytes()[:4] == (
+        b"\x89PNG"
+    )
+
+
+def test_gui_helpers_is_slicer_free():
+    source = (ROOT / "LungTumorSegTraining" / "LungTumorSegTrainingLib" / "gui_helpers.py").read_text()
+    assert not re.search(r"^\s*(import|from)\s+(slicer|qt|ctk|vtk|PySide6|PyQt5)\b", source, re.M)
+
+
+def test_slicer_api_check_passes():
+    if not API_CHECK.is_file():
+        pytest.skip("slicer_api_check.py not available")
+    result = subprocess.run(
+        ["python3", str(API_CHECK), "LungTumorSegTraining"], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert " 0 unknown" in result.stdout
+
+
+# ------------------------------------------------------------------------------------------ end to end (slow)
+
+
+def follow(command: list[str], stop_after_metrics: int = 0) -> tuple[int, gh.MetricsHistory, dict[str, int]]:
+    """Run an engine command as the module's Logic does: parse its stdout lines; SIGTERM after N metrics events."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
+    history, kinds, buffer, sent = gh.MetricsHistory(), {}, gh.LineBuffer(), False
+    assert process.stdout is not None
+    for chunk in iter(lambda: process.stdout.read1(4096), b""):
+        for line in buffer.feed(chunk):
+            event = gh.parse_line(line)
+            if event is None:
+                continue
+            kinds[event["event"]] = kinds.get(event["event"], 0) + 1
+            if event["event"] == "metrics":
+                history.add(event)
+                if stop_after_metrics and len(history.rows) >= stop_after_metrics and not sent:
+                    process.terminate()  # what the Stop button does (QProcess.terminate = SIGTERM)
+                    sent = True
+    return process.wait(timeout=300), history, kinds
+
+
+@pytest.mark.slow
+def test_quick_cpu_run_stop_resume_install(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """The Slicer self-test's scenario with the real engine: quick CPU run, Stop, Resume, Install model."""
+    pytest.importorskip("LungTumorSegTrainingLib.cli")
+    from LungTumorSegLib.bundle import list_bundles
+
+    dataset = gh.build_tiny_msd(tmp_path / "tiny", lidc_pairs())
+    settings = gh.apply_preset(
+        gh.TrainSettings(data=[str(dataset)], output_dir=str(tmp_path / "runs")), "Quick CPU check"
+    )
+    settings.run_name, settings.epochs = "quick", 3
+    (command,) = gh.training_commands(settings, sys.executable)
+    code, history, kinds = follow(command, stop_after_metrics=1)
+    run_dir = settings.run_dirs()[0]
+    run = gh.read_run(run_dir)
+    assert kinds.get("metrics", 0) >= 1 and kinds.get("progress", 0) >= 1
+    print(f"after Stop: exit code {code}, {run.summary()}")
+    if run.state != "finished":  # the stop may arrive after the last epoch on a fast machine
+        assert run.state == "stopped" and run.resumable, (code, run)
+        code, _, _ = follow(gh.resume_command(run_dir, sys.executable))
+        assert code == 0
+    run = gh.read_run(run_dir)
+    assert run.state == "finished" and run.epoch == 3 and run.installable and run.best_dice is not None
+    full = gh.MetricsHistory()
+    assert full.load_csv(run_dir / "metrics.csv") and full.epochs() == [1, 2, 3]
+
+    monkeypatch.setenv("LUNGTUMORSEG_MODELS", str(tmp_path / "models"))
+    for command in gh.install_commands([run_dir], tmp_path / "models", "quick-model", sys.executable):
+        assert subprocess.run(command, capture_output=True, timeout=300).returncode == 0
+    assert "quick-model" in list_bundles()
+
+
+# ------------------------------------------------------------------------------------------ module with stubs
+
+
+@pytest.fixture
+def module_with_stubs(monkeypatch: pytest.MonkeyPatch):
+    """Import LungTumorSegTraining.py with MagicMock stand-ins for slicer and qt (no Slicer here)."""
+    import importlib.util
+    import types
+    from unittest import mock
+
+    slicer = mock.MagicMock(name="slicer")
+    scripted = types.ModuleType("slicer.ScriptedLoadableModule")
+    for name in ("ScriptedLoadableModule", "ScriptedLoadableModuleLogic", "ScriptedLoadableModuleWidget"):
+        setattr(scripted, name, type(name, (), {"__init__": lambda self, *args: None}))
+    scripted.ScriptedLoadableModuleTest = type("ScriptedLoadableModuleTest", (), {})
+    util = types.ModuleType("slicer.util")
+    util.VTKObservationMixin = type("VTKObservationMixin", (), {"__init__": lambda self: None})
+    slicer.ScriptedLoadableModule, slicer.util = scripted, util
+    util.updateTableFromArray = mock.MagicMock()
+    qt = mock.MagicMock(name="qt")
+    for name, value in (("slicer", slicer), ("slicer.ScriptedLoadableModule", scripted), ("slicer.util", util)):
+        monkeypatch.setitem(sys.modules, name, value)
+    monkeypatch.setitem(sys.modules, "qt", qt)
+    spec = importlib.util.spec_from_file_location("LungTumorSegTraining_stubbed", MODULE_PY)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module, slicer, util
+
+
+def test_logic_parses_engine_lines_and_plots(module_with_stubs, tmp_path: Path):
+    module, slicer, util = module_with_stubs
+    logic = module.LungTumorSegTrainingLogic()
+    logs, progress, metrics = [], [], []
+    logic.onLog, logic.onProgress, logic.onMetrics = logs.append, lambda f, m: progress.append((f, m)), metrics.append
+    logic.startTime = 1.0
+    logic.stepsTotal, logic.stepsDone = 2, 1  # second command of an ensemble queue
+    for line in (
+        '{"event": "progress", "step": "train", "fraction": 0.5, "message": "epoch 1/2"}',
+        '{"event": "metrics", "epoch": 1, "train_loss": 0.8, "val_dice": 0.2, "best_dice": 0.2}',
+        '{"event": "log", "level": "warning", "message": "CUDA out of memory"}',
+        '{"event": "error", "message": "boom"}',
+        "Traceback (most recent call last):",
+        "",
+    ):
+        logic.handleLine(line)
+    assert progress[0][0] == pytest.approx(0.75) and "ETA" in progress[0][1]
+    assert logic.history.epochs() == [1] and metrics == [logic.history]
+    table_call = util.updateTableFromArray.call_args
+    assert table_call.args[2] == ["epoch", "train_loss", "val_dice"] and list(table_call.args[1][1]) == [0.8]
+    classes = [c.args[0] for c in slicer.mrmlScene.AddNewNodeByClass.call_args_list]
+    assert classes == ["vtkMRMLTableNode", "vtkMRMLPlotChartNode", "vtkMRMLPlotSeriesNode", "vtkMRMLPlotSeriesNode"]
+    assert any("warning: CUDA out of memory" in m for m in logs) and any("ERROR: boom" in m for m in logs)
+    assert any("Traceback" in m for m in logs)
+
+    run = tmp_path / "run"
+    write_run(run, "finished", 1, 3)
+    (run / "val_overlay.png").write_bytes(b"png")
+    overlays = []
+    logic.onOverlay = overlays.append
+    logic.follow(run)
+    assert logic.history.epochs() == [1, 2, 3] and overlays == [str(run / "val_overlay.png")]
+    assert logic.poll().state == "finished"
+    env = logic.engineEnvironment()
+    assert env["PYTHONUNBUFFERED"] == "1" and str(MODULE_PY.parent) in env["PYTHONPATH"].split(os.pathsep)
