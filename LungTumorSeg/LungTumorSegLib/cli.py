@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
+from collections.abc import Callable
 
 from . import __version__
 from .cli_segment import add_models_parser, add_segment_parser
@@ -36,26 +38,34 @@ def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit code (0 ok, 2 user error, 130 interrupted)."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s: %(message)s")
+    return run_guarded(args)
+
+
+def run_guarded(args: argparse.Namespace, report: Callable[[argparse.Namespace, str], None] | None = None) -> int:
+    """Run ``args.func(args)``, turning errors into one line and an exit code (0, 1, 2 or 130).
+
+    Shared by the ``lungtumorseg`` and ``lungtumorseg-train`` command lines.
+    """
+    report = report or report_error
     try:
         return int(args.func(args) or 0)
     except LungTumorSegError as exc:
-        _report_error(args, str(exc))
+        report(args, str(exc))
         return 2
     except KeyboardInterrupt:
-        _report_error(args, "cancelled")
+        report(args, "cancelled")
         return 130
     except Exception as exc:  # noqa: BLE001 - last resort: one line for the user, traceback with -v
         logging.getLogger("lungtumorseg").debug("unexpected error", exc_info=True)
-        _report_error(args, f"unexpected {type(exc).__name__}: {exc} (run with -v for details)")
+        report(args, f"unexpected {type(exc).__name__}: {exc} (run with -v for details)")
         return 1
 
 
-def _report_error(args: argparse.Namespace, message: str) -> None:
+def report_error(args: argparse.Namespace, message: str, prog: str = "lungtumorseg") -> None:
+    """Print an error line on stderr (and a JSON ``error`` event with ``--progress json``)."""
     if getattr(args, "progress", None) == "json":
-        import json
-
         print(json.dumps({"event": "error", "message": message}), flush=True)
-    print(f"lungtumorseg: error: {message}", file=sys.stderr)
+    print(f"{prog}: error: {message}", file=sys.stderr)
 
 
 if __name__ == "__main__":

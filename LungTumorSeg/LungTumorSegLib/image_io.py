@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gzip
 import os
-import tempfile
 import zlib
 from pathlib import Path
 
@@ -13,6 +12,7 @@ import nrrd
 import numpy as np
 
 from .errors import InputError, OutputError
+from .outputs import atomic_path
 from .volume import Volume
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
@@ -109,33 +109,12 @@ def save_volume(volume: Volume, path: str | os.PathLike, overwrite: bool = False
     kind = image_format(path)
     if path.exists() and not overwrite:
         raise OutputError(f"{path}: file exists (pass overwrite to replace it)")
-    suffix = ".nii.gz" if str(path).endswith(".gz") else path.suffix
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=suffix, dir=path.parent)
-        os.close(fd)
-    except OSError as exc:
-        raise OutputError(f"{path.parent}: cannot write here ({exc.strerror or exc})") from exc
-    try:
+    with atomic_path(path) as tmp:
         if kind == "nifti":
-            _write_nifti(volume, tmp)
+            _write_nifti(volume, str(tmp))
         else:
-            _write_nrrd(volume, tmp)
-        os.chmod(tmp, _default_file_mode())
-        os.replace(tmp, path)
-    except OSError as exc:
-        raise OutputError(f"{path}: cannot write ({exc.strerror or exc})") from exc
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+            _write_nrrd(volume, str(tmp))
     return path
-
-
-def _default_file_mode() -> int:
-    """Permissions a normally created file gets (0o666 less the umask); mkstemp uses 0o600."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
 
 
 def _write_nifti(volume: Volume, path: str) -> None:

@@ -6,11 +6,47 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from .errors import OutputError
+
+
+def default_file_mode() -> int:
+    """Permissions a normally created file gets (0o666 less the umask); mkstemp uses 0o600."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary file beside ``path``; when the block succeeds, rename it onto ``path``.
+
+    The file appears complete or not at all; the temporary file is removed on failure.
+
+    Raises:
+        OutputError: the folder or the file cannot be written.
+    """
+    path = Path(path)
+    suffix = ".nii.gz" if path.name.lower().endswith(".nii.gz") else path.suffix
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=suffix, dir=path.parent)
+        os.close(handle)
+    except OSError as exc:
+        raise OutputError(f"{path.parent}: cannot write here ({exc.strerror or exc})") from exc
+    try:
+        yield Path(tmp)
+        os.chmod(tmp, default_file_mode())
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise OutputError(f"{path}: cannot write ({exc.strerror or exc})") from exc
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
 
 
 def check_writable(out_dir: Path, names: list[str], overwrite: bool) -> None:

@@ -52,11 +52,12 @@ class ProgressReporter:
             self.emit("progress", step=step, fraction=round(self.fraction, 4), message=message)
         elif self.mode == "tqdm":
             if self._bar is None:
-                self._bar = tqdm(total=1000, desc=step, unit="‰", file=sys.stderr, leave=False, dynamic_ncols=True)
-            self._bar.set_description(step)
+                self._bar = tqdm(
+                    total=1000, desc=step, unit="‰", file=sys.stderr, leave=False, dynamic_ncols=True, mininterval=0.5
+                )
+            self._bar.set_description(step, refresh=False)
             self._bar.set_postfix_str(message, refresh=False)
-            self._bar.n = int(self.fraction * 1000)
-            self._bar.refresh()
+            self._bar.update(int(self.fraction * 1000) - self._bar.n)  # redraws at most every mininterval
         LOG.debug("%s %.1f%% %s", step, 100 * self.fraction, message)
 
     def log(self, level: str, message: str) -> None:

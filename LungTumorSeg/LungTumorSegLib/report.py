@@ -15,12 +15,12 @@ import io
 import json
 import math
 import os
-import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from .errors import OutputError
 from .measurements import CaseMeasurements
+from .outputs import atomic_path
 
 RESEARCH_USE_LINE = "For research use only. Not a medical device; not for diagnosis or treatment decisions."
 _LESION_COLUMNS = (
@@ -195,21 +195,8 @@ def check_targets(paths: Iterable[Path], overwrite: bool) -> None:
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
     """Write ``data`` to ``path`` through a temporary file in the same folder, then rename."""
     path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=path.suffix, dir=path.parent)
-    except OSError as exc:
-        raise OutputError(f"{path.parent}: cannot write here ({exc.strerror or exc})") from exc
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; outputs are ordinary readable files
-        os.replace(tmp, path)
-    except OSError as exc:
-        raise OutputError(f"{path}: cannot write ({exc.strerror or exc})") from exc
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
     return path
 
 

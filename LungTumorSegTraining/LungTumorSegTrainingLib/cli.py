@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import shlex
 import sys
 
-from LungTumorSegLib.errors import LungTumorSegError
+from LungTumorSegLib.cli import report_error, run_guarded
 from LungTumorSegLib.progress import MODES
 
 from . import __version__, commands
@@ -291,26 +290,12 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=level if commands.is_main_process() else logging.ERROR, format="%(levelname)s: %(message)s"
     )
-    try:
-        return int(args.func(args) or 0)
-    except LungTumorSegError as exc:
-        _report_error(args, str(exc))
-        return 2
-    except KeyboardInterrupt:
-        _report_error(args, "cancelled")
-        return 130
-    except Exception as exc:  # noqa: BLE001 - last resort: one line for the user, traceback with -v
-        logging.getLogger("lungtumorseg").debug("unexpected error", exc_info=True)
-        _report_error(args, f"unexpected {type(exc).__name__}: {exc} (run with -v for details)")
-        return 1
+    return run_guarded(args, _report_error)
 
 
 def _report_error(args: argparse.Namespace, message: str) -> None:
-    if not commands.is_main_process():
-        return
-    if getattr(args, "progress", None) == "json":
-        print(json.dumps({"event": "error", "message": message}), flush=True)
-    print(f"lungtumorseg-train: error: {message}", file=sys.stderr)
+    if commands.is_main_process():
+        report_error(args, message, prog="lungtumorseg-train")
 
 
 if __name__ == "__main__":
