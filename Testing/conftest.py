@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +35,15 @@ POINTWISE_KWARGS = {
     "act": None,
     "norm": None,
 }
+
+
+@pytest.fixture(scope="session")
+def placeholder_bundle(tmp_path_factory) -> Path:
+    """An untrained UNet + SwinUNETR bundle made by scripts/make_demo_bundle.py (real code path)."""
+    out = tmp_path_factory.mktemp("placeholder") / "lungtumorseg-placeholder"
+    script = ROOT / "scripts" / "make_demo_bundle.py"
+    subprocess.run([sys.executable, str(script), "--out", str(out)], check=True, capture_output=True)
+    return out
 
 
 def shared(relative: str) -> Path:

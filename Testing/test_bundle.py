@@ -8,12 +8,10 @@ import shutil
 
 import pytest
 import torch
-from conftest import ROOT, make_pointwise_bundle
+from conftest import make_pointwise_bundle
 
 from LungTumorSegLib.bundle import find_bundle, list_bundles, load_state_dict, read_bundle
 from LungTumorSegLib.errors import BundleError
-
-PLACEHOLDER = ROOT / "LungTumorSeg" / "Resources" / "Models" / "lungtumorseg-demo"
 
 
 def test_bundled_models_load_and_verify():
@@ -26,8 +24,8 @@ def test_bundled_models_load_and_verify():
         assert all(not network.training for _, network in networks)
 
 
-def test_tampered_weights_are_rejected(tmp_path):
-    bundle_dir = shutil.copytree(PLACEHOLDER, tmp_path / "tampered")
+def test_tampered_weights_are_rejected(tmp_path, placeholder_bundle):
+    bundle_dir = shutil.copytree(placeholder_bundle, tmp_path / "tampered")
     weights = bundle_dir / read_bundle(bundle_dir).members[0].file
     data = bytearray(weights.read_bytes())
     data[-10] ^= 0xFF
@@ -84,8 +82,8 @@ def test_user_models_folder_is_searched(tmp_path, monkeypatch):
         find_bundle("no-such-model")
 
 
-def test_swinunetr_patch_must_be_a_multiple_of_32(tmp_path):
-    bundle_dir = shutil.copytree(PLACEHOLDER, tmp_path / "bad-patch")
+def test_swinunetr_patch_must_be_a_multiple_of_32(tmp_path, placeholder_bundle):
+    bundle_dir = shutil.copytree(placeholder_bundle, tmp_path / "bad-patch")
     manifest = json.loads((bundle_dir / "manifest.json").read_text())
     manifest["input"]["patch_size"] = [48, 64, 32]
     (bundle_dir / "manifest.json").write_text(json.dumps(manifest))

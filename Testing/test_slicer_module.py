@@ -194,7 +194,7 @@ def test_terminology_string():
 
 def test_build_command_parsed_by_engine():
     settings = helpers.SegmentSettings(
-        model="lungtumorseg-demo",
+        model="lungtumorseg-unet",
         tta=4,
         device="cpu",
         threshold=0.35,
@@ -206,7 +206,7 @@ def test_build_command_parsed_by_engine():
     assert cmd[:4] == ["/usr/bin/python3", "-m", "LungTumorSegLib", "segment"]
     args = build_parser().parse_args(cmd[3:])
     assert args.inputs == [Path("/tmp/in/ct.nrrd")] and args.output == Path("/tmp/out")
-    assert (args.model, args.tta, args.device, args.progress) == ("lungtumorseg-demo", 4, "cpu", "json")
+    assert (args.model, args.tta, args.device, args.progress) == ("lungtumorseg-unet", 4, "cpu", "json")
     assert args.threshold == pytest.approx(0.35) and args.min_lesion_ml == pytest.approx(0.25)
     assert args.point == pytest.approx([-50.123, 20.0, -120.5]) and args.roi_mm == 60
     assert args.format == "nrrd" and args.overwrite and not args.no_pictures
@@ -232,12 +232,13 @@ def test_engine_environment_puts_module_first():
 # ---------------------------------------------------------------- model bundles
 
 
-def test_models_listed_and_described():
+def test_models_listed_and_described(placeholder_bundle, monkeypatch):
+    monkeypatch.setenv("LUNGTUMORSEG_MODELS", str(placeholder_bundle.parent))
     models = helpers.available_models()
-    assert "lungtumorseg-demo" in models
-    manifest = helpers.read_manifest(models["lungtumorseg-demo"])
+    assert placeholder_bundle.name in models and len(models) >= 2  # the shipped model(s) + the user's
+    manifest = helpers.read_manifest(models[placeholder_bundle.name])
     text = helpers.describe_members(manifest)
-    assert "unet (UNet) w=" in text and "placeholder" in text
+    assert "unet (UNet) w=0.50" in text and "swinunetr (SwinUNETR) w=0.50" in text and "placeholder" in text
 
 
 def test_install_bundle_folder_and_zip(tmp_path):

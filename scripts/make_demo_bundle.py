@@ -1,9 +1,10 @@
-"""Create the placeholder demo bundle (untrained, tiny UNet + SwinUNETR) so the pipeline runs end to end.
+"""Create a placeholder bundle (untrained, tiny UNet + SwinUNETR): every pipeline code path, no training.
 
 The placeholder exercises every code path (checksums, ensemble, TTA, entropy) but its
-weights are random: its segmentations mean nothing. The trained ensemble replaces it.
+weights are random: its segmentations mean nothing. Tests use it; the product ships the trained
+bundle (LungTumorSeg/Resources/Models/lungtumorseg-ensemble).
 
-    python scripts/make_demo_bundle.py [--out LungTumorSeg/Resources/Models/lungtumorseg-demo]
+    python scripts/make_demo_bundle.py --out DIR
 """
 
 from __future__ import annotations
@@ -40,9 +41,7 @@ SWIN = {
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--out", type=Path, default=ROOT / "LungTumorSeg" / "Resources" / "Models" / "lungtumorseg-demo"
-    )
+    parser.add_argument("--out", type=Path, required=True, help="bundle folder to create")
     parser.add_argument("--overwrite", action="store_true")
     args = parser.parse_args()
     torch.manual_seed(0)

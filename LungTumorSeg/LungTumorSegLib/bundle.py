@@ -20,12 +20,12 @@ from safetensors.torch import load_file
 from torch import nn
 
 from .errors import BundleError
+from .model_names import default_model
 from .networks import build_network, size_multiple
 
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
 BUNDLED_MODELS_DIR = Path(__file__).resolve().parent.parent / "Resources" / "Models"
-DEFAULT_MODEL = "lungtumorseg-ensemble"
 USER_MODELS_ENV = "LUNGTUMORSEG_MODELS"
 # buffers the network constructor recomputes; bundles need not store them
 DERIVED_BUFFERS = ("relative_position_index",)
@@ -212,7 +212,7 @@ def find_bundle(name_or_path: str | None) -> ModelBundle:
     if name_or_path and Path(name_or_path).is_dir():
         return read_bundle(name_or_path)
     bundles = list_bundles()
-    name = name_or_path or (DEFAULT_MODEL if DEFAULT_MODEL in bundles else next(iter(bundles), None))
+    name = name_or_path or default_model(bundles)
     if name is None or name not in bundles:
         known = ", ".join(bundles) or "none installed"
         raise BundleError(f"model {name!r} not found (known: {known})")

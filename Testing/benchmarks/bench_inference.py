@@ -39,6 +39,7 @@ start = time.perf_counter()
 result = segment(ct, bundle, SegmentOptions(device="cpu", **config))
 wall = time.perf_counter() - start
 np.save(out, result.label.array)
+np.save(out.replace(".npy", "_p.npy"), result.probability.array.astype(np.float16))
 peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
 print(json.dumps({"wall_s": wall, "peak_ram_gb": peak_gb, "info": result.info}))
 """
@@ -83,6 +84,14 @@ def main() -> None:
                 flush=True,
             )
         agreement = dice(np.load(configs["baseline"]["out"]), np.load(configs["default"]["out"]))
+        p_base = np.load(configs["baseline"]["out"].replace(".npy", "_p.npy")).astype(np.float32)
+        p_default = np.load(configs["default"]["out"].replace(".npy", "_p.npy")).astype(np.float32)
+        soft = {
+            "max_abs_probability_difference": float(np.abs(p_base - p_default).max()),
+            "dice_at_p_0.1": dice(p_base >= 0.1, p_default >= 0.1),
+            "voxels_p_0.1_baseline": int((p_base >= 0.1).sum()),
+            "lesion_voxels_baseline": int((np.load(configs["baseline"]["out"]) > 0).sum()),
+        }
     speedup = results["baseline"]["wall_s"] / results["default"]["wall_s"]
     summary = {
         "ct": str(args.ct),
@@ -91,8 +100,10 @@ def main() -> None:
         "default": results["default"],
         "speedup": speedup,
         "dice_agreement": agreement,
+        **soft,
     }
     print(f"speed-up {speedup:.1f}x (default vs baseline), Dice agreement {agreement:.4f}")
+    print("probability agreement: " + ", ".join(f"{k} {v:.4g}" for k, v in soft.items()))
     if args.json:
         args.json.write_text(json.dumps(summary, indent=2))
 

@@ -1,0 +1,45 @@
+"""The shipped model on real held-out data: LIDC test-split patients it never saw in training."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import shared
+
+from LungTumorSegLib.bundle import find_bundle
+from LungTumorSegLib.image_io import load_volume
+from LungTumorSegLib.metrics import dice
+from LungTumorSegLib.pipeline import SegmentOptions, segment
+
+HELD_OUT_CASES = 12
+DICE_FLOOR = 0.6
+
+
+@pytest.fixture(scope="module")
+def default_bundle():
+    bundle = find_bundle(None)
+    if bundle.manifest.get("placeholder"):
+        pytest.skip("the default bundle is an untrained placeholder")
+    return bundle
+
+
+def _test_split(bundle) -> list[str]:
+    members = bundle.manifest.get("training", {}).get("members", [])
+    test = members[0].get("split", {}).get("test", []) if members else []
+    if not test:
+        pytest.skip("the bundle's manifest records no held-out test split")
+    return sorted(test)
+
+
+def test_default_bundle_segments_held_out_lidc_nodules(default_bundle):
+    cases = [c for c in _test_split(default_bundle) if c.startswith("LIDC-IDRI")][:HELD_OUT_CASES]
+    networks = default_bundle.load_networks("cpu")
+    scores = []
+    for case in cases:
+        image = load_volume(shared(f"lidc-nodule-crops/image/{case}.nii.gz"))
+        truth = load_volume(shared(f"lidc-nodule-crops/mask/{case}.nii.gz")).array > 0
+        result = segment(image, default_bundle, SegmentOptions(device="cpu"), networks=networks)
+        assert result.label.same_grid(image, atol=0)
+        scores.append(dice(result.label.array > 0, truth))
+    assert len(scores) == HELD_OUT_CASES
+    assert float(np.mean(scores)) >= DICE_FLOOR, f"mean Dice {np.mean(scores):.3f} on {cases}"
