@@ -439,7 +439,12 @@ class LungTumorSegLogic(ScriptedLoadableModuleLogic):
                     [Requirement(r) for r in missing], prompt_install=False, requester="LungTumorSeg"
                 )
             else:
-                slicer.util.pip_install(" ".join(missing))
+                # never replace Slicer's own numpy: pip fails instead of upgrading it
+                import numpy
+
+                constraints = Path(slicer.app.temporaryPath) / "LungTumorSeg-constraints.txt"
+                constraints.write_text(f"numpy=={numpy.__version__}\n", encoding="utf-8")
+                slicer.util.pip_install(" ".join([*missing, "-c", str(constraints)]))
         importlib.invalidate_caches()
         return not self.missingDependencies()
 
