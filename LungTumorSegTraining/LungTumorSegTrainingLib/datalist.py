@@ -21,23 +21,12 @@ from monai.data import load_decathlon_datalist
 from LungTumorSegLib.errors import InputError, OutputError
 from LungTumorSegLib.image_io import NIFTI_SUFFIXES, NRRD_SUFFIXES, load_volume, save_volume
 
+from .case_files import IMAGE_DIR_NAMES, LABEL_DIR_NAMES, case_id, find_label, is_image
+
 LOG = logging.getLogger("lungtumorseg.train")
 DATASET_JSON = "dataset.json"
-IMAGE_SUFFIXES = NIFTI_SUFFIXES + NRRD_SUFFIXES
-IMAGE_DIR_NAMES = ("imagesTr", "image", "images", "img", "ct")
-LABEL_DIR_NAMES = ("labelsTr", "mask", "masks", "label", "labels", "seg", "segmentations")
-LABEL_NAME_SUFFIXES = ("", "_seg", "_label", "_mask", "_gtv")
 ALLOWED_LABEL_VALUES = (0, 1)
 MSD_LABELS = {"0": "background", "1": "tumour"}
-
-
-def case_id(path: str | os.PathLike) -> str:
-    """The case name: the file name without its image extension (``lung_001``, ``LIDC-IDRI-0001_R_1``)."""
-    name = Path(path).name
-    for suffix in sorted(IMAGE_SUFFIXES, key=len, reverse=True):
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return Path(name).stem
 
 
 def find_dataset_json(path: Path) -> Path | None:
@@ -78,12 +67,12 @@ def pair_folders(images_dir: Path, labels_dir: Path, strict: bool = False) -> li
     for folder, what in ((images_dir, "image"), (labels_dir, "label")):
         if not folder.is_dir():
             raise InputError(f"{folder}: {what} folder not found")
-    images = sorted(p for p in images_dir.iterdir() if _is_image(p))
+    images = sorted(p for p in images_dir.iterdir() if is_image(p))
     if not images:
         raise InputError(f"{images_dir}: no .nii, .nii.gz or .nrrd images found")
     cases, unlabelled = [], []
     for image in images:
-        label = _find_label(image, labels_dir)
+        label = find_label(image, labels_dir)
         if label is None:
             if strict:
                 raise InputError(f"{image.name}: no label in {labels_dir} (looked for the same file name)")
@@ -281,20 +270,6 @@ def dataset_description(data: Sequence[str | os.PathLike]) -> dict[str, Any]:
             except (OSError, json.JSONDecodeError):
                 pass
     return info
-
-
-def _is_image(path: Path) -> bool:
-    return path.is_file() and not path.name.startswith(".") and path.name.lower().endswith(IMAGE_SUFFIXES)
-
-
-def _find_label(image: Path, labels_dir: Path) -> Path | None:
-    stem = case_id(image)
-    for suffix in LABEL_NAME_SUFFIXES:
-        for ext in IMAGE_SUFFIXES:
-            candidate = labels_dir / f"{stem}{suffix}{ext}"
-            if candidate.is_file():
-                return candidate
-    return None
 
 
 def _nifti_suffix(path: Path) -> str:

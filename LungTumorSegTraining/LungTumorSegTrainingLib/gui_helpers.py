@@ -22,15 +22,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .case_files import IMAGE_DIR_NAMES, LABEL_DIR_NAMES, case_id, find_label, is_image
+
 ENGINE_MODULE = "LungTumorSegTrainingLib"
 ARCHITECTURES = ("UNet", "SwinUNETR")
 LOSSES = {"DiceCE": "dicece", "DiceFocal": "dicefocal", "Top-K": "topk"}
 DEVICES = ("auto", "cpu", "cuda", "mps")
 RUN_STATES = ("running", "stopped", "finished", "failed", "crashed", "unknown")
-IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr")
-IMAGE_DIR_NAMES = ("imagesTr", "image", "images", "img", "ct")
-LABEL_DIR_NAMES = ("labelsTr", "mask", "masks", "label", "labels", "seg", "segmentations")
-LABEL_NAME_SUFFIXES = ("", "_seg", "_label", "_mask", "_gtv")
 PATIENT_PATTERNS = (r"LIDC-IDRI-\d+", r"lung_\d+", r"R01-\d+", r"\d+_HM\d+")
 RUN_MARKERS = ("status.json", "config.json", "metrics.csv")
 
@@ -545,29 +543,6 @@ def discover_runs(output_dir: Path | str, hostname: str | None = None) -> list[R
 # ----------------------------------------------------------------------------------------------- dataset
 
 
-def case_id(path: Path | str) -> str:
-    """The file name without its image extension."""
-    name = Path(path).name
-    for suffix in IMAGE_SUFFIXES:
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return Path(name).stem
-
-
-def _is_image(path: Path) -> bool:
-    return path.is_file() and not path.name.startswith(".") and path.name.lower().endswith(IMAGE_SUFFIXES)
-
-
-def _find_label(image: Path, labels_dir: Path) -> Path | None:
-    stem = case_id(image)
-    for suffix in LABEL_NAME_SUFFIXES:
-        for ext in IMAGE_SUFFIXES:
-            candidate = labels_dir / f"{stem}{suffix}{ext}"
-            if candidate.is_file():
-                return candidate
-    return None
-
-
 @dataclass
 class DatasetSummary:
     """Result of :func:`validate_dataset`: usable when ``errors`` is empty."""
@@ -643,7 +618,7 @@ def _msd_cases(root: Path, summary: DatasetSummary) -> None:
 
 
 def _folder_cases(images_dir: Path, labels_dir: Path, summary: DatasetSummary) -> None:
-    images = sorted(p for p in images_dir.iterdir() if _is_image(p)) if images_dir.is_dir() else []
+    images = sorted(p for p in images_dir.iterdir() if is_image(p)) if images_dir.is_dir() else []
     if not images_dir.is_dir():
         summary.errors.append(f"{images_dir}: image folder not found")
         return
@@ -655,7 +630,7 @@ def _folder_cases(images_dir: Path, labels_dir: Path, summary: DatasetSummary) -
         return
     unlabelled = []
     for image in images:
-        label = _find_label(image, labels_dir)
+        label = find_label(image, labels_dir)
         if label is None:
             unlabelled.append(image.name)
         else:

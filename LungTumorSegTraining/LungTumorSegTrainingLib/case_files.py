@@ -1,0 +1,36 @@
+"""Finding image/label files and naming cases (no torch/MONAI import: the Slicer GUI uses it too)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+IMAGE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".seg.nrrd")
+IMAGE_DIR_NAMES = ("imagesTr", "image", "images", "img", "ct")
+LABEL_DIR_NAMES = ("labelsTr", "mask", "masks", "label", "labels", "seg", "segmentations")
+LABEL_NAME_SUFFIXES = ("", "_seg", "_label", "_mask", "_gtv")
+
+
+def case_id(path: str | os.PathLike) -> str:
+    """The case name: the file name without its image extension (``lung_001``, ``LIDC-IDRI-0001_R_1``)."""
+    name = Path(path).name
+    for suffix in sorted(IMAGE_SUFFIXES, key=len, reverse=True):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return Path(name).stem
+
+
+def is_image(path: Path) -> bool:
+    """A visible image file with a NIfTI or NRRD extension."""
+    return path.is_file() and not path.name.startswith(".") and path.name.lower().endswith(IMAGE_SUFFIXES)
+
+
+def find_label(image: Path, labels_dir: Path) -> Path | None:
+    """The label of ``image`` in ``labels_dir``: same name, or with a ``_seg``/``_label``/``_mask``/``_gtv`` suffix."""
+    stem = case_id(image)
+    for suffix in LABEL_NAME_SUFFIXES:
+        for ext in IMAGE_SUFFIXES:
+            candidate = labels_dir / f"{stem}{suffix}{ext}"
+            if candidate.is_file():
+                return candidate
+    return None
