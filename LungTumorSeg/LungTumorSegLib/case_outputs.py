@@ -8,6 +8,7 @@ from typing import Any
 
 from . import __version__
 from .image_io import image_format, save_volume
+from .image_names import image_stem
 from .measurements import CaseMeasurements, measure_lesions
 from .outputs import OutputSet
 from .overlay import write_overlay_png
@@ -21,15 +22,6 @@ PICTURES = {"overlay": "overlay.png", "snapshot": "snapshot.png", "report": "rep
 LOG = logging.getLogger("lungtumorseg")
 
 
-def case_stem(path: Path) -> str:
-    """File name without image suffixes (``ct.nii.gz`` → ``ct``)."""
-    name = path.name
-    for suffix in (".seg.nrrd", ".nii.gz", ".nii", ".nrrd", ".nhdr"):
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return path.stem
-
-
 def image_suffix(path: Path, fmt: str) -> str:
     """Output image suffix: as the input (``auto``), or NIfTI/NRRD."""
     if fmt == "auto":
@@ -39,7 +31,7 @@ def image_suffix(path: Path, fmt: str) -> str:
 
 def output_names(path: Path, fmt: str = "auto", pictures: bool = True) -> list[str]:
     """Every file name ``segment`` writes for input ``path`` (pictures only when there is a lesion)."""
-    stem, suffix = case_stem(path), image_suffix(path, fmt)
+    stem, suffix = image_stem(path), image_suffix(path, fmt)
     names = [f"{stem}_{name}{suffix}" for name in MAPS] + [f"{stem}_summary.json"]
     names += [p.name for p in measurement_table_paths(".", stem).values()]
     if pictures:
@@ -62,7 +54,7 @@ def write_case_outputs(
     Returns:
         (paths by output kind, the summary dictionary).
     """
-    stem, suffix = case_stem(path), image_suffix(path, fmt)
+    stem, suffix = image_stem(path), image_suffix(path, fmt)
     case = measure_lesions(result.label, ct, result.entropy)
     summary = {
         "input": str(path),

@@ -16,6 +16,7 @@ import numpy as np
 
 from .errors import InputError
 from .image_io import load_volume
+from .image_names import image_stem
 from .measurements import CaseMeasurements, measure_lesions
 from .metrics import DEFAULT_DETECTION_THRESHOLD, DEFAULT_TOLERANCE_MM, evaluate
 from .report import (
@@ -26,8 +27,6 @@ from .report import (
     write_measurement_tables,
 )
 from .volume import Volume
-
-_IMAGE_SUFFIXES = (".seg.nrrd", ".nii.gz", ".nii", ".nrrd", ".nhdr")
 
 
 def add_measure_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -178,15 +177,6 @@ def format_evaluation_table(result: dict) -> str:
     ]
     width = max(len(name) for name, _, _ in rows)
     return "\n".join(f"{name:<{width}}  {'n/a' if value is None else fmt.format(value)}" for name, value, fmt in rows)
-
-
-def image_stem(path: Path) -> str:
-    """File name without its image suffix (``tumor.nii.gz`` -> ``tumor``)."""
-    name = path.name
-    for suffix in _IMAGE_SUFFIXES:
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return path.stem
 
 
 def _load_on_grid(path: Path | None, label: Volume, name: str) -> Volume | None:

@@ -12,11 +12,10 @@ import nrrd
 import numpy as np
 
 from .errors import InputError, OutputError
+from .image_names import NIFTI_SUFFIXES, NRRD_SUFFIXES
 from .outputs import atomic_path
 from .volume import Volume
 
-NIFTI_SUFFIXES = (".nii", ".nii.gz")
-NRRD_SUFFIXES = (".nrrd", ".nhdr", ".seg.nrrd")
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 _NRRD_SPACES_LPS = {"left-posterior-superior", "LPS"}
 _NRRD_SPACES_RAS = {"right-anterior-superior", "RAS"}

@@ -2,22 +2,14 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-IMAGE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".seg.nrrd")
+from LungTumorSegLib.image_names import IMAGE_SUFFIXES
+from LungTumorSegLib.image_names import image_stem as case_id
+
 IMAGE_DIR_NAMES = ("imagesTr", "image", "images", "img", "ct")
 LABEL_DIR_NAMES = ("labelsTr", "mask", "masks", "label", "labels", "seg", "segmentations")
 LABEL_NAME_SUFFIXES = ("", "_seg", "_label", "_mask", "_gtv")
-
-
-def case_id(path: str | os.PathLike) -> str:
-    """The case name: the file name without its image extension (``lung_001``, ``LIDC-IDRI-0001_R_1``)."""
-    name = Path(path).name
-    for suffix in sorted(IMAGE_SUFFIXES, key=len, reverse=True):
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return Path(name).stem
 
 
 def is_image(path: Path) -> bool:
