@@ -89,3 +89,33 @@ def test_swinunetr_patch_must_be_a_multiple_of_32(tmp_path, placeholder_bundle):
     (bundle_dir / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(BundleError, match="multiple of 32 for SwinUNETR"):
         read_bundle(bundle_dir)
+
+
+def test_a_member_can_keep_its_own_sliding_window(tmp_path):
+    """SwinUNETR members are exported with their training patch; inference slides that window for them."""
+    import numpy as np
+    from conftest import pointwise_probability, synthetic_chest
+
+    from LungTumorSegLib.pipeline import SegmentOptions, segment
+
+    path = make_pointwise_bundle(tmp_path / "pw", (1.5, 1.5, 2.5), patch=(32, 32, 32))
+    manifest = json.loads((path / "manifest.json").read_text())
+    manifest["members"][0]["patch_size"] = [16, 32, 16]
+    (path / "manifest.json").write_text(json.dumps(manifest))
+    bundle = read_bundle(path)
+    assert bundle.members[0].patch_size == (16, 32, 16)
+    ct, _ = synthetic_chest()
+    result = segment(ct, bundle, SegmentOptions(device="cpu", crop_to_lung=False))
+    # a pointwise network gives the same answer with any window: the member's window ran without error
+    expected = pointwise_probability(ct.array)
+    assert np.abs(result.probability.array - expected).max() < 1e-3
+
+
+def test_export_keeps_the_training_patch_for_swinunetr_members_only(tmp_path):
+    from LungTumorSegTrainingLib.config import TrainConfig
+    from LungTumorSegTrainingLib.export import Member, member_patch_size
+
+    swin = Member("swin", tmp_path / "s.pt", TrainConfig(arch="SwinUNETR", patch_size=[64, 32, 32]), {})
+    unet = Member("unet", tmp_path / "u.pt", TrainConfig(arch="UNet", patch_size=[64, 64, 32]), {})
+    assert member_patch_size(swin) == [64, 32, 32]
+    assert member_patch_size(unet) is None

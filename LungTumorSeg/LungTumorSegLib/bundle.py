@@ -46,6 +46,7 @@ class MemberSpec:
     kwargs: dict[str, Any]
     weight: float
     sha256: str
+    patch_size: tuple[int, int, int] | None = None  # this member's sliding window, when not the bundle's
 
 
 @dataclass
@@ -153,6 +154,7 @@ def read_bundle(path: str | os.PathLike) -> ModelBundle:
             kwargs=dict(m.get("kwargs", {})),
             weight=float(m.get("weight", 1.0)),
             sha256=str(m["sha256"]),
+            patch_size=tuple(int(s) for s in m["patch_size"]) if m.get("patch_size") else None,
         )
         for m in manifest["members"]
     ]

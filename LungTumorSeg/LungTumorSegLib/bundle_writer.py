@@ -25,6 +25,7 @@ class MemberWeights:
     kwargs: dict[str, Any]
     state_dict: dict[str, torch.Tensor]
     weight: float = 1.0
+    patch_size: list[int] | None = None  # this member's own sliding window (SwinUNETR: its training patch)
 
 
 def write_bundle(
@@ -69,6 +70,7 @@ def write_bundle(
                     "kwargs": member.kwargs,
                     "weight": member.weight,
                     "sha256": sha256_of(staging / file_name),
+                    **({"patch_size": list(member.patch_size)} if member.patch_size else {}),
                 }
             )
         full = {"format_version": FORMAT_VERSION, **manifest, "members": entries}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from monai.inferers import sliding_window_inference
@@ -81,7 +81,8 @@ def predict_ensemble(
     for index, (spec, network, flip) in enumerate(passes):
         weight = spec.weight / total_weight / len(settings.flips)
         x = torch.flip(batch, flip) if flip else batch
-        logits, device_used = _run_with_fallback(network, x, settings, warn)
+        member_settings = replace(settings, patch_size=spec.patch_size) if spec.patch_size else settings
+        logits, device_used = _run_with_fallback(network, x, member_settings, warn)
         p = foreground_probability(logits)[0]
         if flip:
             p = torch.flip(p, tuple(d - 2 for d in flip))

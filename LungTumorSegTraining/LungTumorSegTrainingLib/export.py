@@ -183,16 +183,32 @@ def export_bundle(
     settings = settings or OutputSettings()
     manifest = build_manifest(members, name, settings, version, description, command, ensemble)
     weights = [
-        MemberWeights(m.name, m.config.arch, m.config.network_kwargs(), m.payload["model"], m.weight) for m in members
+        MemberWeights(
+            m.name, m.config.arch, m.config.network_kwargs(), m.payload["model"], m.weight, member_patch_size(m)
+        )
+        for m in members
     ]
     return write_bundle(out_dir or user_models_dir() / name, manifest, weights, fp16=fp16, overwrite=overwrite)
+
+
+def member_patch_size(member: Member) -> list[int] | None:
+    """SwinUNETR members keep their training patch as sliding window: their output changes with the window size
+    (attention windows and instance normalisation see another context); convolutional members use the bundle's."""
+    return [int(s) for s in member.config.patch_size] if member.config.arch == "SwinUNETR" else None
 
 
 def in_memory_bundle(members: Sequence[Member], settings: OutputSettings | None = None) -> tuple[ModelBundle, list]:
     """A ModelBundle and loaded networks for checkpoints, without writing files (for ``evaluate``)."""
     manifest = build_manifest(members, members[0].name, settings or OutputSettings())
     specs = [
-        {"name": m.name, "file": f"{m.name}.pt", "architecture": m.config.arch, "sha256": "", "weight": m.weight}
+        {
+            "name": m.name,
+            "file": f"{m.name}.pt",
+            "architecture": m.config.arch,
+            "sha256": "",
+            "weight": m.weight,
+            **({"patch_size": member_patch_size(m)} if member_patch_size(m) else {}),
+        }
         for m in members
     ]
     try:
@@ -201,7 +217,16 @@ def in_memory_bundle(members: Sequence[Member], settings: OutputSettings | None 
         raise InputError(str(exc)) from exc
     networks, member_specs = [], []
     for member in members:
-        spec = MemberSpec(member.name, "", member.config.arch, member.config.network_kwargs(), member.weight, "")
+        patch = member_patch_size(member)
+        spec = MemberSpec(
+            member.name,
+            "",
+            member.config.arch,
+            member.config.network_kwargs(),
+            member.weight,
+            "",
+            tuple(patch) if patch else None,
+        )
         _, network = network_from_checkpoint(member.payload)
         networks.append((spec, network))
         member_specs.append(spec)
