@@ -18,7 +18,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from LungTumorSegLib.errors import InputError
+from LungTumorSegLib.bundle import load_state_dict
+from LungTumorSegLib.errors import BundleError, InputError
 from LungTumorSegLib.networks import build_network
 
 from .config import TrainConfig
@@ -124,3 +125,34 @@ def network_from_checkpoint(payload: dict[str, Any]) -> tuple[TrainConfig, nn.Mo
     network = build_network(cfg.arch, cfg.network_kwargs())
     network.load_state_dict(payload["model"])
     return cfg, network.eval()
+
+
+def load_initial_weights(network: nn.Module, path: Path) -> None:
+    """Load fine-tuning start weights into ``network``: a checkpoint (file or run folder) or a weights file.
+
+    Bundle member files (``.safetensors``, or a ``.pt`` state dict) load without pickle, like checkpoints.
+
+    Raises:
+        InputError: unreadable file, or weights that do not fit the network (other architecture or sizes).
+    """
+    path = Path(path)
+    if path.suffix == ".safetensors" or (path.is_file() and path.suffix == ".pt" and not _is_checkpoint(path)):
+        try:
+            state = load_state_dict(path)
+        except BundleError as exc:
+            raise InputError(str(exc)) from exc
+    else:
+        state = load_checkpoint(find_checkpoint(path))["model"]
+    try:
+        network.load_state_dict(state)
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[0]
+        raise InputError(f"{path}: the weights do not fit this network ({first})") from exc
+
+
+def _is_checkpoint(path: Path) -> bool:
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001 - load_state_dict reports the failure
+        return False
+    return isinstance(payload, dict) and payload.get("format") == FORMAT

@@ -137,6 +137,12 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     g.add_argument(
         "--swin-checkpointing", action="store_true", default=None, help="gradient checkpointing (less GPU memory)"
     )
+    g.add_argument(
+        "--init-weights",
+        metavar="FILE",
+        help="start from these weights (fine-tuning): a checkpoint .pt, a run folder, or a bundle member"
+        " .safetensors with the same architecture and sizes",
+    )
     g = p.add_argument_group("input geometry (copied into the exported bundle)")
     g.add_argument("--spacing", type=float, nargs=3, metavar=("X", "Y", "Z"), help="voxel size in mm (1.5 1.5 2.0)")
     g.add_argument(

@@ -32,6 +32,7 @@ TRAIN_OPTIONS = (
     "swin_feature_size",
     "swin_depths",
     "swin_checkpointing",
+    "init_weights",
     "patch_size",
     "overlap",
     "batch_size",

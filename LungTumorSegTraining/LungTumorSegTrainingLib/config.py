@@ -35,6 +35,7 @@ class TrainConfig:
     swin_feature_size: int | None = None
     swin_depths: list[int] | None = None
     swin_checkpointing: bool = False
+    init_weights: str = ""
     spacing_mm: list[float] = field(default_factory=lambda: [1.5, 1.5, 2.0])
     hu_window: list[float] = field(default_factory=lambda: [-1000.0, 400.0])
     patch_size: list[int] = field(default_factory=lambda: [96, 96, 64])

@@ -28,7 +28,7 @@ from LungTumorSegLib.networks import build_network
 from LungTumorSegLib.progress import ProgressReporter
 
 from . import ddp
-from .checkpoints import capture_rng, load_checkpoint, restore_rng, save_checkpoint
+from .checkpoints import capture_rng, load_checkpoint, load_initial_weights, restore_rng, save_checkpoint
 from .config import TrainConfig
 from .datalist import load_datalist, validate_cases
 from .datasets import batches_per_pass, make_dataset, train_loader, unwrap_transform_error
@@ -212,7 +212,11 @@ class _Run:
         val_ds = make_dataset(my_val, validation_transforms(cfg), cfg, self.folder.cache_dir / "val") if my_val else []
         do_validate = bool(val_cases) and cfg.val_every > 0
 
-        network = build_network(cfg.arch, cfg.network_kwargs()).to(self.device)
+        network = build_network(cfg.arch, cfg.network_kwargs())
+        if cfg.init_weights and payload is None:
+            load_initial_weights(network, Path(cfg.init_weights))
+            LOG.info("starting from the weights in %s", cfg.init_weights)
+        network = network.to(self.device)
         optimizer = torch.optim.AdamW(network.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         steps = int(cfg.steps_per_epoch) or batches_per_pass(len(train_cases), cfg.batch_size, ctx.world_size)
         total = steps * int(cfg.epochs)
