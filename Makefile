@@ -9,7 +9,7 @@ TORCH_SPEC ?= torch==2.13.0
 PIP_TORCH_ARGS ?=
 SHARED ?= ../shared
 
-.PHONY: setup demo test test-slow lint format api-check bench bench-train clean
+.PHONY: setup demo test test-slow lint format api-check bench bench-train bundle clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,10 @@ setup: $(VENV)/.installed
 
 demo: setup
 	$(VENV)/bin/lungtumorseg segment LungTumorSeg/Resources/Sample/demo_ct.nii.gz -o out/demo --overwrite
+
+# Rebuild the bundled model from ../shared/data (hours on CPU; see the model card)
+bundle: setup
+	$(PY) scripts/build_bundle.py
 
 test: setup
 	$(PY) -m pytest -q
