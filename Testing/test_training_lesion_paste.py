@@ -79,3 +79,16 @@ def test_initial_weights_load_from_a_bundle_member_and_refuse_another_shape(plac
     other = build_network("UNet", {**member.kwargs, "channels": [8, 16]} | {"strides": [2]})
     with pytest.raises(InputError, match="do not fit"):
         load_initial_weights(other, placeholder_bundle / member.file)
+
+
+def test_initial_weights_load_from_a_checkpoint_file_or_a_plain_state_dict(tmp_path):
+    from LungTumorSegTrainingLib.checkpoints import save_checkpoint
+
+    source = build_network("UNet", {"in_channels": 1, "out_channels": 2, "channels": [4, 8], "strides": [2]})
+    checkpoint = save_checkpoint(tmp_path / "best.pt", {"model": source.state_dict()})
+    torch.save(source.state_dict(), tmp_path / "plain.pt")
+    for path in (checkpoint, tmp_path / "plain.pt"):
+        target = build_network("UNet", {"in_channels": 1, "out_channels": 2, "channels": [4, 8], "strides": [2]})
+        load_initial_weights(target, path)
+        for key, value in source.state_dict().items():
+            assert torch.equal(target.state_dict()[key], value), (path.name, key)

@@ -136,11 +136,16 @@ def load_initial_weights(network: nn.Module, path: Path) -> None:
         InputError: unreadable file, or weights that do not fit the network (other architecture or sizes).
     """
     path = Path(path)
-    if path.suffix == ".safetensors" or (path.is_file() and path.suffix == ".pt" and not _is_checkpoint(path)):
+    if path.is_file():
         try:
-            state = load_state_dict(path)
+            payload = load_state_dict(path)  # safetensors, or torch.load(weights_only=True): read once
         except BundleError as exc:
             raise InputError(str(exc)) from exc
+        if payload.get("format") == FORMAT:
+            if int(payload.get("version", 0)) > VERSION:
+                raise InputError(f"{path}: written by a newer lungtumorseg-train")
+            payload = payload["model"]
+        state = payload
     else:
         state = load_checkpoint(find_checkpoint(path))["model"]
     try:
@@ -148,11 +153,3 @@ def load_initial_weights(network: nn.Module, path: Path) -> None:
     except RuntimeError as exc:
         first = str(exc).splitlines()[0]
         raise InputError(f"{path}: the weights do not fit this network ({first})") from exc
-
-
-def _is_checkpoint(path: Path) -> bool:
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # noqa: BLE001 - load_state_dict reports the failure
-        return False
-    return isinstance(payload, dict) and payload.get("format") == FORMAT

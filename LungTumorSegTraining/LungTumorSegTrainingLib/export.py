@@ -200,6 +200,7 @@ def member_patch_size(member: Member) -> list[int] | None:
 def in_memory_bundle(members: Sequence[Member], settings: OutputSettings | None = None) -> tuple[ModelBundle, list]:
     """A ModelBundle and loaded networks for checkpoints, without writing files (for ``evaluate``)."""
     manifest = build_manifest(members, members[0].name, settings or OutputSettings())
+    patches = [member_patch_size(m) for m in members]
     specs = [
         {
             "name": m.name,
@@ -207,17 +208,16 @@ def in_memory_bundle(members: Sequence[Member], settings: OutputSettings | None 
             "architecture": m.config.arch,
             "sha256": "",
             "weight": m.weight,
-            **({"patch_size": member_patch_size(m)} if member_patch_size(m) else {}),
+            **({"patch_size": patch} if patch else {}),
         }
-        for m in members
+        for m, patch in zip(members, patches)
     ]
     try:
         validate_manifest({**manifest, "members": specs}, "checkpoint")
     except BundleError as exc:
         raise InputError(str(exc)) from exc
     networks, member_specs = [], []
-    for member in members:
-        patch = member_patch_size(member)
+    for member, patch in zip(members, patches):
         spec = MemberSpec(
             member.name,
             "",
