@@ -122,13 +122,16 @@ def r01(bundle, networks, data: Path, out_dir: Path, member_times: bool) -> dict
 
 
 def add_to_manifest(manifest_path: Path, metrics: dict[str, Any]) -> None:
-    """Record the results in the bundle manifest's ``metrics`` (4D-Lung as ``whole_volume``)."""
+    """Record the results in the bundle manifest's ``metrics`` (4D-Lung as ``whole_volume``).
+
+    Keys measured now replace the old ones; other keys of a section (notes such as ``measured_on``) stay.
+    """
     manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
     names = {"four_d_lung": "whole_volume", "r01": "unlabelled_full_ct", "lidc_test": "lidc_test"}
     for key, name in names.items():
         if key in metrics:
-            manifest.setdefault("metrics", {})[name] = metrics[key]
-    manifest_path.write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
+            manifest.setdefault("metrics", {}).setdefault(name, {}).update(metrics[key])
+    manifest_path.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
 
 
 def main() -> None:

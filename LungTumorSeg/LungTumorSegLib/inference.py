@@ -10,6 +10,7 @@ import torch
 from monai.inferers import sliding_window_inference
 from torch import nn
 
+from .allocator import retained_heap
 from .bundle import MemberSpec
 from .uncertainty import binary_entropy, mutual_information
 
@@ -78,20 +79,22 @@ def predict_ensemble(
     mean_h = torch.zeros(image.shape, dtype=torch.float32)
     batch = image[None, None].float()
     device_used = str(settings.device)
-    for index, (spec, network, flip) in enumerate(passes):
-        weight = spec.weight / total_weight / len(settings.flips)
-        x = torch.flip(batch, flip) if flip else batch
-        member_settings = replace(settings, patch_size=spec.patch_size) if spec.patch_size else settings
-        logits, device_used = _run_with_fallback(network, x, member_settings, warn)
-        p = foreground_probability(logits)[0]
-        if flip:
-            p = torch.flip(p, tuple(d - 2 for d in flip))
-        mean_p.add_(p, alpha=weight)
-        mean_h.add_(binary_entropy(p), alpha=weight)
-        if progress:
-            progress(
-                (index + 1) / len(passes), f"{spec.name} flip {settings.flips.index(flip) + 1}/{len(settings.flips)}"
-            )
+    with retained_heap():  # large CPU buffers are reused instead of re-faulted (see allocator.py)
+        for index, (spec, network, flip) in enumerate(passes):
+            weight = spec.weight / total_weight / len(settings.flips)
+            x = torch.flip(batch, flip) if flip else batch
+            member_settings = replace(settings, patch_size=spec.patch_size) if spec.patch_size else settings
+            logits, device_used = _run_with_fallback(network, x, member_settings, warn)
+            p = foreground_probability(logits)[0]
+            if flip:
+                p = torch.flip(p, tuple(d - 2 for d in flip))
+            mean_p.add_(p, alpha=weight)
+            mean_h.add_(binary_entropy(p), alpha=weight)
+            if progress:
+                progress(
+                    (index + 1) / len(passes),
+                    f"{spec.name} flip {settings.flips.index(flip) + 1}/{len(settings.flips)}",
+                )
     return EnsembleOutput(mean_p, binary_entropy(mean_p), mutual_information(mean_p, mean_h), device_used)
 
 

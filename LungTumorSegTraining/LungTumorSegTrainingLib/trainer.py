@@ -22,6 +22,7 @@ import torch
 from monai.optimizers import WarmupCosineSchedule
 from monai.utils import set_determinism
 
+from LungTumorSegLib.allocator import retained_heap
 from LungTumorSegLib.errors import InputError, LungTumorSegError, OutputError
 from LungTumorSegLib.metrics import dice
 from LungTumorSegLib.networks import build_network
@@ -132,7 +133,8 @@ class _Run:
                 best_dice=payload.get("best_dice") if payload else None,
                 message="resuming" if payload else "starting",
             )
-            result = self._train(payload, train_cases, val_cases)
+            with retained_heap():  # CPU layers reuse freed buffers instead of re-faulting them
+                result = self._train(payload, train_cases, val_cases)
         except KeyboardInterrupt:
             self.folder.write_status(
                 "stopped", message="interrupted; resume continues from the last epoch's checkpoint"

@@ -1,17 +1,24 @@
 """Benchmark: the engine's default settings against a naive baseline, measured in the same run.
 
-Baseline (same models): whole-volume sliding window at overlap 0.5 with 8-flip TTA, no lung
-crop. Default: the bundle's settings (lung-field crop, its overlap and TTA). Each
-configuration runs in its own process so that peak RAM (ru_maxrss) is its own.
-Reports wall time, peak RAM, the speed-up and the Dice agreement of the two labels.
+Default: the bundle's settings (lung-field crop, its overlap and TTA) with the retained heap
+(allocator.py). Baselines (same models), chosen with ``--baseline``:
 
-    python Testing/benchmarks/bench_inference.py [--ct PATH] [--model NAME] [--threads 2]
+- ``untuned`` (default): the same settings with glibc's allocator defaults
+  (``LUNGTUMORSEG_MALLOC_TUNING=0``), i.e. what the engine did before the heap tuning;
+- ``naive``: whole-volume sliding window at overlap 0.5 with 8-flip TTA, no lung crop (slow:
+  about 8x the default with a SwinUNETR member on CPU).
+
+Each configuration runs in its own process so that peak RAM (ru_maxrss) is its own.
+Reports wall time, peak RAM, the speed-up and the agreement of the two outputs.
+
+    python Testing/benchmarks/bench_inference.py [--ct PATH] [--model NAME] [--threads 2] [--baseline naive]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -44,10 +51,18 @@ peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
 print(json.dumps({"wall_s": wall, "peak_ram_gb": peak_gb, "info": result.info}))
 """
 
+BASELINES = {
+    "untuned": {"env": {"LUNGTUMORSEG_MALLOC_TUNING": "0"}},
+    "naive": {"tta": 8, "overlap": 0.5, "crop_to_lung": False},
+}
+
 
 def run(config: dict) -> dict:
     """Run one configuration in a fresh process; returns its timings and peak RAM."""
-    completed = subprocess.run([sys.executable, "-c", RUNNER, json.dumps(config)], capture_output=True, text=True)
+    env = {**os.environ, **config.pop("env", {})}
+    completed = subprocess.run(
+        [sys.executable, "-c", RUNNER, json.dumps(config)], capture_output=True, text=True, env=env
+    )
     if completed.returncode != 0:
         raise SystemExit(completed.stderr)
     return json.loads(completed.stdout.strip().splitlines()[-1])
@@ -65,12 +80,13 @@ def main() -> None:
     parser.add_argument("--ct", type=Path, default=DEFAULT_CT)
     parser.add_argument("--model", default=None, help="bundle name or folder (default: the default bundle)")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--baseline", choices=("untuned", "naive"), default="untuned")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         common = {"ct": str(args.ct), "model": args.model, "threads": args.threads}
         configs = {
-            "baseline": {**common, "tta": 8, "overlap": 0.5, "crop_to_lung": False, "out": f"{tmp}/baseline.npy"},
+            "baseline": {**common, **BASELINES[args.baseline], "out": f"{tmp}/baseline.npy"},
             "default": {**common, "out": f"{tmp}/default.npy"},
         }
         results = {}
@@ -96,6 +112,7 @@ def main() -> None:
     summary = {
         "ct": str(args.ct),
         "threads": args.threads,
+        "baseline_kind": args.baseline,
         "baseline": results["baseline"],
         "default": results["default"],
         "speedup": speedup,

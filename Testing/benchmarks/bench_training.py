@@ -3,7 +3,9 @@
 Uses the training engine's own pieces (network sizes from TrainConfig defaults, DiceCE loss, AdamW,
 ``trainer.training_step`` with AMP on CUDA and gradient clipping) on random patches of the default
 patch size, so data loading is excluded. Reports the best of ``--steps`` timed steps after ``--warmup``
-untimed ones, on the CPU and, when present, on CUDA.
+untimed ones, on the CPU and, when present, on CUDA. On the CPU each architecture runs twice, with
+glibc's allocator defaults and inside ``allocator.retained_heap`` (what the trainer uses), and the
+ratio of the two is reported.
 
     python Testing/benchmarks/bench_training.py [--archs UNet SwinUNETR] [--patch-size 96 96 64]
         [--patches 4] [--steps 3] [--warmup 1] [--devices cpu cuda] [--threads N] [--json out.json]
@@ -15,9 +17,11 @@ import argparse
 import json
 import platform
 import time
+from contextlib import nullcontext
 
 import torch
 
+from LungTumorSegLib.allocator import retained_heap
 from LungTumorSegLib.networks import build_network
 from LungTumorSegTrainingLib.config import TrainConfig
 from LungTumorSegTrainingLib.losses import build_loss
@@ -85,14 +89,23 @@ def main() -> None:
             continue
         device = torch.device(name)
         for arch in args.archs:
-            result = bench(arch, list(args.patch_size), args.patches, args.steps, args.warmup, device)
-            results.append(result)
-            print(
-                f"{arch:10s} {result['device']:>24s}  patch {'x'.join(map(str, result['patch_size']))}  "
-                f"{result['patches_per_step']} patches/step  best step {result['best_step_s']:.3f} s  "
-                f"{result['patches_per_s']:.2f} patches/s  ({result['parameters_m']} M parameters)",
-                flush=True,
-            )
+            heaps = ("glibc defaults", "retained heap") if device.type == "cpu" else ("retained heap",)
+            for heap in heaps:
+                with retained_heap() if heap == "retained heap" else nullcontext():
+                    result = bench(arch, list(args.patch_size), args.patches, args.steps, args.warmup, device)
+                result["heap"] = heap
+                results.append(result)
+                print(
+                    f"{arch:10s} {result['device']:>24s} {heap:>15s}  "
+                    f"patch {'x'.join(map(str, result['patch_size']))}  "
+                    f"{result['patches_per_step']} patches/step  best step {result['best_step_s']:.3f} s  "
+                    f"{result['patches_per_s']:.2f} patches/s  ({result['parameters_m']} M parameters)",
+                    flush=True,
+                )
+            if len(heaps) == 2:
+                print(
+                    f"{arch:10s} retained heap speed-up {results[-2]['best_step_s'] / results[-1]['best_step_s']:.2f}x"
+                )
     if args.json:
         with open(args.json, "w", encoding="utf-8") as handle:
             json.dump(
