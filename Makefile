@@ -1,5 +1,5 @@
 # Two commands do all set-up on a fresh Linux machine:
-#   make demo   # venv + install, then segment the bundled demo CT with the bundled model → out/demo/
+#   make demo   # venv + install, then segment the two bundled demo samples with the bundled model → out/demo/
 #   make test   # venv + install, then the test suite (fast set; `make test-slow` for the long ones)
 PYTHON ?= python3
 VENV ?= .venv
@@ -8,6 +8,7 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 PIP_TORCH_ARGS ?=
 SHARED ?= ../shared
+SAMPLE := LungTumorSeg/Resources/Sample
 
 .PHONY: setup demo test test-slow lint format api-check bench bench-train bundle clean
 
@@ -21,7 +22,7 @@ $(VENV)/.installed: pyproject.toml
 setup: $(VENV)/.installed
 
 demo: setup
-	$(VENV)/bin/lungtumorseg segment LungTumorSeg/Resources/Sample/demo_ct.nii.gz -o out/demo --overwrite
+	$(VENV)/bin/lungtumorseg segment $(SAMPLE)/demo_nodule.nii.gz $(SAMPLE)/demo_ct.nii.gz -o out/demo --overwrite
 
 # Rebuild the bundled model from ../shared/data (hours on CPU; see the model card)
 bundle: setup

@@ -852,6 +852,8 @@ class LungTumorSegTest(ScriptedLoadableModuleTest):
         self.setUp()
         self.test_SegmentDemoCT()
         self.setUp()
+        self.test_SegmentDemoNodule()
+        self.setUp()
         self.test_CancelLeavesSceneUntouched()
 
     def _loadDemo(self):
@@ -904,6 +906,27 @@ class LungTumorSegTest(ScriptedLoadableModuleTest):
         self.assertGreaterEqual(len(result.lineNodes), 1)
         self.assertEqual(len(slicer.util.getNodesByClass("vtkMRMLMarkupsLineNode")), len(result.lineNodes))
         self.delayDisplay("Segmentation test passed")
+
+    def test_SegmentDemoNodule(self) -> None:
+        """The held-out LIDC-IDRI nodule sample: one lesion over the reference mask, measured with line markups."""
+        import numpy as np
+
+        self.delayDisplay("Segmenting the demo nodule on CPU (blocking)")
+        ctNode = slicer.util.loadVolume(str(self.SAMPLE_DIR / "demo_nodule.nii.gz"))
+        result = LungTumorSegLogic().run(ctNode, helpers.SegmentSettings(device="cpu", tta=1))
+        self.assertIsNotNone(result)
+        segmentation = result.segmentationNode.GetSegmentation()
+        segmentId = segmentation.GetSegmentIdBySegmentName(helpers.LUNG_TUMOR_SEGMENT_NAME)
+        mask = slicer.util.arrayFromSegmentBinaryLabelmap(result.segmentationNode, segmentId, ctNode) > 0
+        reference = slicer.util.arrayFromVolume(
+            slicer.util.loadLabelVolume(str(self.SAMPLE_DIR / "demo_nodule_mask.nii.gz"))
+        )
+        reference = reference > 0
+        dice = 2.0 * np.count_nonzero(mask & reference) / max(1, np.count_nonzero(mask) + np.count_nonzero(reference))
+        self.assertGreater(dice, 0.7, "the segmentation should match the radiologists' nodule mask")
+        self.assertGreaterEqual(len(result.rows), 1)
+        self.assertGreaterEqual(len(result.lineNodes), 1)
+        self.delayDisplay(f"Demo nodule test passed (Dice {dice:.2f})")
 
     def test_CancelLeavesSceneUntouched(self) -> None:
         self.delayDisplay("Cancelling a run mid-way")

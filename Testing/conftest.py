@@ -20,6 +20,8 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
 DEMO_CT = ROOT / "LungTumorSeg" / "Resources" / "Sample" / "demo_ct.nii.gz"
 DEMO_GTV = ROOT / "LungTumorSeg" / "Resources" / "Sample" / "demo_ct_gtv.nii.gz"
+DEMO_NODULE = ROOT / "LungTumorSeg" / "Resources" / "Sample" / "demo_nodule.nii.gz"
+DEMO_NODULE_MASK = ROOT / "LungTumorSeg" / "Resources" / "Sample" / "demo_nodule_mask.nii.gz"
 HU_WINDOW = (-1000.0, 400.0)
 NODULE_HU, BODY_HU, LUNG_HU = 300.0, 30.0, -800.0
 # threshold between body (30 HU) and nodule (300 HU), in window-scaled units

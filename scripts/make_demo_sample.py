@@ -1,8 +1,13 @@
-"""Build the small demo CT shipped with the extension from the shared 4D-Lung case.
+"""Build the small demo samples shipped with the extension from the shared data.
 
-Crops the full chest CT (TCIA 4D-Lung, patient 113_HM10395, 40 % phase) to the body and
-halves the in-plane resolution (2x2 mean), keeping the real geometry. The radiotherapy
-GTV is resampled the same way (majority of the 2x2 block). Credit: see CREDIT.md.
+- ``demo_ct``: the full chest CT of TCIA 4D-Lung (patient 113_HM10395, 40 % phase) cropped to
+  the body with the in-plane resolution halved (2x2 mean), real geometry kept; the radiotherapy
+  GTV resampled the same way (majority of the 2x2 block) as ``demo_ct_gtv``.
+- ``demo_nodule``: one LIDC-IDRI nodule crop of a held-out test patient (none of its crops was
+  used for training or model choice), copied unchanged with its consensus mask as
+  ``demo_nodule_mask``: a 24 mm malignant nodule that the bundled model segments.
+
+Credit: see CREDIT.md.
 
     python scripts/make_demo_sample.py [--data ../shared/data]
 """
@@ -17,6 +22,7 @@ import numpy as np
 from scipy import ndimage
 
 CASE = "chest-ct/4dlung-113_HM10395-phase40"
+NODULE = "LIDC-IDRI-0141_R_1"  # test split of runs/bundle-split.json (seed 0)
 OUT = Path(__file__).resolve().parents[1] / "LungTumorSeg" / "Resources" / "Sample"
 MARGIN = 4
 
@@ -37,6 +43,25 @@ def halve_in_plane(array: np.ndarray) -> np.ndarray:
     return (a[0::2, 0::2] + a[1::2, 0::2] + a[0::2, 1::2] + a[1::2, 1::2]) / 4.0
 
 
+def save(data: np.ndarray, affine: np.ndarray, name: str) -> None:
+    """Write a NIfTI with the affine as both qform and sform, in mm."""
+    out = nib.Nifti1Image(data, affine)
+    out.header.set_qform(affine, code=1)
+    out.header.set_sform(affine, code=1)
+    out.header.set_xyzt_units("mm")
+    nib.save(out, OUT / name)
+    print(OUT / name, data.shape, np.round(np.linalg.norm(affine[:3, :3], axis=0), 3))
+
+
+def write_nodule_sample(data: Path) -> None:
+    """Copy the held-out LIDC-IDRI nodule crop and its mask (int16 HU, uint8)."""
+    crops = data / "lidc-nodule-crops"
+    image = nib.load(crops / "image" / f"{NODULE}.nii.gz")
+    mask = nib.load(crops / "mask" / f"{NODULE}.nii.gz")
+    save(np.asanyarray(image.dataobj).astype(np.int16), image.affine, "demo_nodule.nii.gz")
+    save((np.asanyarray(mask.dataobj) > 0).astype(np.uint8), mask.affine, "demo_nodule_mask.nii.gz")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data")
@@ -51,13 +76,9 @@ def main() -> None:
     image = np.round(halve_in_plane(array[box])).astype(np.int16)
     label = (halve_in_plane(np.asanyarray(tumor.dataobj)[box]) >= 0.5).astype(np.uint8)
     OUT.mkdir(parents=True, exist_ok=True)
-    for data, name in ((image, "demo_ct.nii.gz"), (label, "demo_ct_gtv.nii.gz")):
-        out = nib.Nifti1Image(data, affine)
-        out.header.set_qform(affine, code=1)
-        out.header.set_sform(affine, code=1)
-        out.header.set_xyzt_units("mm")
-        nib.save(out, OUT / name)
-        print(OUT / name, data.shape, np.round(np.linalg.norm(affine[:3, :3], axis=0), 3))
+    save(image, affine, "demo_ct.nii.gz")
+    save(label, affine, "demo_ct_gtv.nii.gz")
+    write_nodule_sample(args.data)
 
 
 if __name__ == "__main__":
