@@ -18,7 +18,7 @@ from conftest import (
 from scipy import ndimage
 
 from LungTumorSegLib.bundle import read_bundle
-from LungTumorSegLib.inference import InferenceSettings, predict_ensemble, tta_flips
+from LungTumorSegLib.inference import InferenceSettings, _sliding_window, predict_ensemble, tta_flips, window_count
 from LungTumorSegLib.networks import build_network
 from LungTumorSegLib.pipeline import SegmentOptions, segment
 from LungTumorSegLib.resampling import resample
@@ -115,6 +115,38 @@ def test_ensemble_is_the_weighted_mean_of_its_members(tmp_path):
     disagree = np.abs(pointwise_probability(hu, centre=centres[0]) - pointwise_probability(hu, centre=centres[1])) > 0.5
     assert out.mutual_information.numpy()[disagree].min() > 0.1
     assert out.mutual_information.numpy()[~disagree].mean() < out.mutual_information.numpy()[disagree].mean()
+
+
+@pytest.mark.parametrize(
+    "shape, roi, overlap",
+    [((40, 36, 20), (32, 32, 16), 0.25), ((100, 70, 50), (32, 16, 16), 0.5), ((20, 20, 8), (32, 32, 16), 0.25)],
+)
+def test_window_count_matches_the_windows_monai_evaluates(shape, roi, overlap):
+    calls = []
+
+    def predictor(windows: torch.Tensor) -> torch.Tensor:
+        calls.append(windows.shape[0])
+        return torch.zeros(windows.shape[0], 2, *windows.shape[2:])
+
+    settings = InferenceSettings(roi, overlap=overlap, sw_batch_size=3)
+    _sliding_window(predictor, torch.rand(1, 1, *shape), settings, torch.device("cpu"), torch.device("cpu"), 3)
+    assert sum(calls) == window_count(shape, roi, overlap)
+
+
+def test_progress_moves_within_each_pass_and_never_goes_back(tmp_path):
+    centres = (POINTWISE_CENTRE, POINTWISE_CENTRE + 0.1)
+    bundle = read_bundle(make_pointwise_bundle(tmp_path / "pw", (1.0, 1.0, 1.0), centres, (1.0, 1.0)))
+    members = bundle.load_networks("cpu")
+    events: list[tuple[float, str]] = []
+    settings = InferenceSettings((16, 16, 8), flips=tta_flips(2), sw_batch_size=1)
+    predict_ensemble(torch.rand(64, 64, 32), members, settings, progress=lambda f, m: events.append((f, m)))
+    fractions = [f for f, _ in events]
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0
+    passes = 2 * len(members)
+    # hundreds of windows per pass: every pass reports many times, not only when it ends
+    first_pass = [f for f in fractions if f < 1 / passes]
+    assert len(first_pass) >= 10
+    assert len(fractions) <= passes * (1 / 0.02 + 1)
 
 
 def test_seed_point_selects_the_lesion_under_the_point(tmp_path):

@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 import torch
+from monai.data.utils import dense_patch_slices
 from monai.inferers import sliding_window_inference
 from torch import nn
 
@@ -19,6 +20,7 @@ LOG = logging.getLogger("lungtumorseg")
 # Flip sets over spatial dims of a (B, C, X, Y, Z) tensor, most informative first:
 # none, left-right, anterior-posterior, both, then with superior-inferior.
 ALL_FLIPS: tuple[tuple[int, ...], ...] = ((), (2,), (3,), (2, 3), (4,), (2, 4), (3, 4), (2, 3, 4))
+PROGRESS_STEP = 0.02  # report a pass's progress every 2 % of its windows
 
 
 def tta_flips(count: int) -> tuple[tuple[int, ...], ...]:
@@ -70,7 +72,7 @@ def predict_ensemble(
         image: (X, Y, Z) float tensor, already windowed/scaled for the models.
         members: (spec, network) pairs; ``spec.weight`` weights each member.
         settings: patch size, overlap, flips, device.
-        progress: called with (fraction done, message) after each pass.
+        progress: called with (fraction done, message) every few windows; passes count equally.
         warn: called with a message when falling back after CUDA out-of-memory.
     """
     total_weight = sum(spec.weight for spec, _ in members)
@@ -84,7 +86,9 @@ def predict_ensemble(
             weight = spec.weight / total_weight / len(settings.flips)
             x = torch.flip(batch, flip) if flip else batch
             member_settings = replace(settings, patch_size=spec.patch_size) if spec.patch_size else settings
-            logits, device_used = _run_with_fallback(network, x, member_settings, warn)
+            label = f"{spec.name} flip {settings.flips.index(flip) + 1}/{len(settings.flips)}"
+            within = _pass_progress(progress, index, len(passes), label)
+            logits, device_used = _run_with_fallback(network, x, member_settings, warn, within)
             p = foreground_probability(logits)[0]
             if flip:
                 p = torch.flip(p, tuple(d - 2 for d in flip))
@@ -98,8 +102,48 @@ def predict_ensemble(
     return EnsembleOutput(mean_p, binary_entropy(mean_p), mutual_information(mean_p, mean_h), device_used)
 
 
+def window_count(shape: Sequence[int], roi: Sequence[int], overlap: float) -> int:
+    """Windows MONAI's ``sliding_window_inference`` evaluates on an image of ``shape`` (after its padding)."""
+    padded = [max(size, r) for size, r in zip(shape, roi)]
+    interval = [r if r == size else max(1, int(r * (1 - overlap))) for size, r in zip(padded, roi)]
+    return len(dense_patch_slices(padded, roi, interval))
+
+
+def _pass_progress(
+    progress: Callable[[float, str], None] | None, index: int, passes: int, label: str
+) -> Callable[[float], None] | None:
+    """Maps one pass's window fraction into the ensemble's progress; never goes back (OOM retries)."""
+    if progress is None:
+        return None
+    reported = [0.0]
+
+    def report(fraction: float) -> None:
+        if fraction - reported[0] >= PROGRESS_STEP and fraction < 1.0:
+            reported[0] = fraction
+            progress((index + fraction) / passes, label)
+
+    return report
+
+
+class _CountingPredictor:
+    """Calls the network and reports the fraction of the pass's windows done."""
+
+    def __init__(self, network: nn.Module, total: int, report: Callable[[float], None]) -> None:
+        self.network, self.total, self.report, self.done = network, max(1, total), report, 0
+
+    def __call__(self, windows: torch.Tensor) -> torch.Tensor:
+        logits = self.network(windows)
+        self.done += windows.shape[0]
+        self.report(min(1.0, self.done / self.total))
+        return logits
+
+
 def _run_with_fallback(
-    network: nn.Module, x: torch.Tensor, settings: InferenceSettings, warn: Callable[[str], None] | None
+    network: nn.Module,
+    x: torch.Tensor,
+    settings: InferenceSettings,
+    warn: Callable[[str], None] | None,
+    report: Callable[[float], None] | None = None,
 ) -> tuple[torch.Tensor, str]:
     """Sliding-window logits; on CUDA out-of-memory retry smaller, then stitch on CPU, then all-CPU."""
     device = settings.device
@@ -112,9 +156,11 @@ def _run_with_fallback(
         ]
     for attempt, (net_device, stitch_device, sw_batch) in enumerate(attempts):
         try:
-            return _sliding_window(network.to(net_device), x, settings, net_device, stitch_device, sw_batch), str(
-                net_device
-            )
+            predictor: Callable[[torch.Tensor], torch.Tensor] = network.to(net_device)
+            if report is not None:
+                total = window_count(x.shape[2:], settings.patch_size, settings.overlap)
+                predictor = _CountingPredictor(predictor, total, report)
+            return _sliding_window(predictor, x, settings, net_device, stitch_device, sw_batch), str(net_device)
         except torch.OutOfMemoryError:
             if attempt + 1 == len(attempts):
                 raise
@@ -130,7 +176,7 @@ def _run_with_fallback(
 
 
 def _sliding_window(
-    network: nn.Module,
+    network: Callable[[torch.Tensor], torch.Tensor],
     x: torch.Tensor,
     settings: InferenceSettings,
     net_device: torch.device,
