@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -506,3 +507,14 @@ def test_logic_parses_engine_lines_and_plots(module_with_stubs, tmp_path: Path):
     assert logic.poll().state == "finished"
     env = logic.engineEnvironment()
     assert env["PYTHONUNBUFFERED"] == "1" and str(MODULE_PY.parent) in env["PYTHONPATH"].split(os.pathsep)
+
+
+def test_gui_defaults_equal_the_engine_defaults():
+    """The GUI keeps its own copy of the defaults (it imports without torch); they must not drift."""
+    from LungTumorSegTrainingLib.config import TrainConfig
+
+    engine, gui = TrainConfig(), gh.TrainSettings()
+    shared_fields = [f.name for f in dataclasses.fields(gui) if hasattr(engine, f.name)]
+    assert len(shared_fields) >= 10
+    for name in shared_fields:
+        assert getattr(gui, name) == getattr(engine, name), name

@@ -42,6 +42,7 @@ RUN_ARGS = {
     + ["--val-every", "3", "--lr", "8e-4", "--warmup-epochs", "1"],
 }
 ENSEMBLE_MEMBERS = ("unet-v2", "swin-v1")
+MODEL_CARD = "README.md"
 EXPORT = ["--name", "lungtumorseg-ensemble", "--model-version", "0.2.0", "--patch-size", "96", "96", "64"]
 EXPORT += ["--overlap", "0.25", "--tta", "2"]
 
@@ -77,7 +78,11 @@ def main() -> None:
     if not ensemble.is_file():
         members = [str(RUNS / name) for name in ENSEMBLE_MEMBERS]
         run(train, "ensemble", *members, "--data", str(DATA), "--split", str(SPLIT), "-o", str(ensemble))
+    card = args.out / MODEL_CARD
+    card_text = card.read_text(encoding="utf-8") if card.is_file() else None
     run(train, "export", "--ensemble", str(ensemble), "--out", str(args.out), *EXPORT, "--overwrite")
+    if card_text is not None:  # export replaces the whole folder; the model card is not one of its files
+        card.write_text(card_text, encoding="utf-8")
     evaluation = ["--split", str(SPLIT), "-o", str(RUNS / "eval"), "--write-manifest"]
     run(sys.executable, "scripts/evaluate_bundle.py", str(args.out), *evaluation)
 

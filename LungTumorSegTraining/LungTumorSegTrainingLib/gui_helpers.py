@@ -38,7 +38,10 @@ RUN_MARKERS = ("status.json", "config.json", "metrics.csv")
 
 @dataclass
 class TrainSettings:
-    """What the GUI's "Run settings" section holds; :func:`training_commands` turns it into command lines."""
+    """What the GUI's "Run settings" section holds; :func:`training_commands` turns it into command lines.
+
+    The defaults repeat ``TrainConfig``'s (this module imports without torch); a test keeps them equal.
+    """
 
     data: list[str] = field(default_factory=list)
     output_dir: str = ""
