@@ -69,10 +69,34 @@ def whole_ct(bundle, networks, ct_path: Path, out_dir: Path) -> tuple[Any, Any, 
     return ct, result, seconds
 
 
+def gtv_slice_png(ct, gtv, result, title: str, path: Path) -> None:
+    """The GTV's largest axial slice: CT (mediastinal window), GTV (red), predicted lesions (green), p >= 0.1."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from LungTumorSegLib.overlay import largest_area_slice, radiological_slice
+
+    index = largest_area_slice(gtv)
+    view = [radiological_slice(v, index) for v in (ct, gtv, result.label, result.probability)]
+    extent = view[0].extent
+    figure = Figure(figsize=(6, 5.6), dpi=100)
+    FigureCanvasAgg(figure)
+    ax = figure.add_axes((0, 0, 1, 0.92))
+    ax.imshow(view[0].image, cmap="gray", vmin=-1000, vmax=400, extent=extent)
+    probability = np.ma.masked_less(view[3].image, 0.1)
+    ax.imshow(probability, cmap="inferno", vmin=0, vmax=1, alpha=0.5, extent=extent)
+    ax.contour(view[1].image > 0, levels=[0.5], colors="red", extent=extent, origin="upper", linewidths=1.5)
+    if (view[2].image > 0).any():
+        ax.contour(view[2].image > 0, levels=[0.5], colors="lime", extent=extent, origin="upper", linewidths=1.5)
+    ax.set_axis_off()
+    figure.suptitle(title, fontsize=10)
+    figure.savefig(path)
+
+
 def four_d_lung(bundle, networks, data: Path, out_dir: Path) -> dict[str, Any]:
     """The whole-volume validation case: GTV agreement and false positives away from GTV and node."""
     folder = data / FOUR_D_LUNG
-    _, result, seconds = whole_ct(bundle, networks, folder / "ct.nii.gz", out_dir / "4dlung")
+    ct, result, seconds = whole_ct(bundle, networks, folder / "ct.nii.gz", out_dir / "4dlung")
     gtv = load_volume(folder / "tumor.nii.gz", dtype=None)
     node = load_volume(folder / "lymph_node.nii.gz", dtype=None).array > 0
     scores = evaluate(result.label, gtv)
@@ -83,6 +107,10 @@ def four_d_lung(bundle, networks, data: Path, out_dir: Path) -> dict[str, Any]:
         round(float((labels == i).sum() * voxel_ml), 2) for i in range(1, count + 1) if not truth[labels == i].any()
     ]
     touching_gtv = [i for i in range(1, count + 1) if (gtv.array > 0)[labels == i].any()]
+    max_p = float(result.probability.array[gtv.array > 0].max())
+    name = f"{bundle.name} {bundle.manifest.get('version', '')}"
+    title = f"4D-Lung, {name}\nGTV (red), lesions (green), probability >= 0.1 (heat); max p in GTV {max_p:.2f}"
+    gtv_slice_png(ct, gtv, result, title, out_dir / "4dlung" / "gtv_slice.png")
     return {
         "gtv_dice": round(scores["dice"], 4),
         "pred_volume_ml": round(scores["pred_volume_ml"], 2),
@@ -94,6 +122,7 @@ def four_d_lung(bundle, networks, data: Path, out_dir: Path) -> dict[str, Any]:
         "pred_long_axis_mm": round(scores["pred_largest_long_axis_mm"], 1),
         "gtv_long_axis_mm": round(scores["gt_largest_long_axis_mm"], 1),
         "long_axis_relative_error": scores["largest_long_axis_relative_error"],
+        "max_probability_in_gtv": round(max_p, 3),
         "seconds": round(seconds, 1),
     }
 
