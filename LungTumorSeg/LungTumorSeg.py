@@ -195,7 +195,7 @@ class LungTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.modelInfoLabel.text = str(exc)
             return
         self.ui.modelInfoLabel.text = f"v{manifest.get('version', '?')}: {helpers.describe_members(manifest)}"
-        self.ui.modelInfoLabel.toolTip = str(folder)
+        self.ui.modelInfoLabel.toolTip = "\n".join(filter(None, (manifest.get("description"), str(folder))))
         threshold = manifest.get("output", {}).get("threshold")
         if threshold is not None and self._parameterNode:
             self._parameterNode.threshold = float(threshold)

@@ -126,3 +126,12 @@ def test_missing_cuda_is_a_clear_error(tmp_path, fast_bundle, capsys):
         pytest.skip("a GPU is present")
     assert main(["segment", str(DEMO_CT), "-o", str(tmp_path), "--model", str(fast_bundle), "--device", "cuda"]) == 2
     assert "no CUDA GPU" in capsys.readouterr().err
+
+
+def test_an_empty_result_says_what_a_miss_can_mean(tmp_path, fast_bundle, capsys):
+    args = ["segment", str(DEMO_CT), "-o", str(tmp_path), "--model", str(fast_bundle), "--progress", "none"]
+    assert main([*args, "--min-lesion-ml", "100000"]) == 0
+    out = capsys.readouterr().out
+    assert "0 lesion(s)" in out and "note: no lesion found" in out and "model card" in out
+    assert main([*args, "--overwrite"]) == 0
+    assert "note: no lesion found" not in capsys.readouterr().out

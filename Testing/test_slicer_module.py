@@ -158,7 +158,7 @@ def test_table_rows_defensive():
     assert helpers.format_cell("short_axis_mm", row["short_axis_mm"]) == ""
     assert helpers.format_cell("measurable", False) == "no"
     assert helpers.lesion_rows({"unexpected": 1}) == [] and helpers.lesion_rows(None) == []
-    assert helpers.case_summary_text({"lesions": []}) == "0 lesion(s), total 0.00 ml"
+    assert helpers.case_summary_text({"lesions": []}).startswith("0 lesion(s): no lesion found.")
 
 
 def test_find_measurements_file(tmp_path):

@@ -13,6 +13,7 @@ from .case_outputs import output_names, write_case_outputs
 from .device import configure_threads, resolve_device
 from .errors import InputError
 from .image_io import NIFTI_SUFFIXES, NRRD_SUFFIXES, load_volume
+from .model_names import NO_LESION_HINT
 from .outputs import check_writable
 from .pipeline import SegmentOptions, segment
 from .progress import MODES, ProgressReporter
@@ -126,6 +127,8 @@ def _print_case(path: Path, summary: dict[str, Any], written: dict[str, Path]) -
         f"{path.name}: {lesions.get('lesion_count', 0)} lesion(s), {lesions.get('total_volume_ml', 0.0):.2f} ml "
         f"in {summary['info']['timings']['total_s']:.1f} s on {summary['info']['device']}"
     )
+    if not lesions.get("lesion_count", 0):
+        print(f"  note: {NO_LESION_HINT}")
     for name, out in written.items():
         print(f"  {name:<12} {out}")
 

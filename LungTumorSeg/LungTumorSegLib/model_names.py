@@ -1,4 +1,5 @@
-"""Which installed bundle is the default (torch-free, shared by the engine and the Slicer module)."""
+"""Which installed bundle is the default, and what to say about an empty result (torch-free, shared by the
+engine and the Slicer module)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,10 @@ from typing import Any
 # preferred default bundles, best first: the full ensemble once it ships, then the UNet release
 DEFAULT_MODELS = ("lungtumorseg-ensemble", "lungtumorseg-unet")
 DEMO_GTV_DICE_FOR_LOCATION_CHECK = 0.5
+NO_LESION_HINT = (
+    "no lesion found. A model can miss tumours unlike its training data (the bundled one misses large "
+    "central tumours): check the probability and entropy maps, and the model card."
+)
 
 
 def default_model(names: Iterable[str]) -> str | None:

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from .model_names import NO_LESION_HINT
 from .volume import Volume
 
 MODULE_DIR = Path(__file__).resolve().parent.parent
@@ -320,6 +321,8 @@ def case_summary_text(data: Any) -> str:
     case, lesions = split_measurements(data)
     count = int(_num(case.get("lesion_count", len(lesions)), len(lesions)))
     total = _num(case.get("total_volume_ml"), sum(_num(x.get("volume_ml"), 0.0) for x in lesions))
+    if count == 0:
+        return f"0 lesion(s): {NO_LESION_HINT}"
     text = f"{count} lesion(s), total {total:.2f} ml"
     if "sum_longest_diameters_mm" in case:
         targets = case.get("target_lesion_ids") or []
