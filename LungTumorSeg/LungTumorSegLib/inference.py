@@ -95,10 +95,7 @@ def predict_ensemble(
             mean_p.add_(p, alpha=weight)
             mean_h.add_(binary_entropy(p), alpha=weight)
             if progress:
-                progress(
-                    (index + 1) / len(passes),
-                    f"{spec.name} flip {settings.flips.index(flip) + 1}/{len(settings.flips)}",
-                )
+                progress((index + 1) / len(passes), label)
     return EnsembleOutput(mean_p, binary_entropy(mean_p), mutual_information(mean_p, mean_h), device_used)
 
 
