@@ -74,7 +74,7 @@ def lung_field(volume: Volume, working_spacing_mm: float = 3.0, min_lung_ml: flo
     voxel_ml = volume.voxel_volume_ml * float(np.prod(stride))
 
     body = _largest_component(small > BODY_HU)
-    body = _fill_holes_per_axial_slice(body)
+    body = fill_holes_per_axial_slice(body)
     air = (small < AIR_HU) & body
     labels, count = ndimage.label(air)
     if count == 0:
@@ -85,7 +85,7 @@ def lung_field(volume: Volume, working_spacing_mm: float = 3.0, min_lung_ml: flo
     if lungs.any():
         closing_voxels = max(1, int(round(6.0 / working_spacing_mm)))
         lungs = ndimage.binary_closing(lungs, iterations=closing_voxels, border_value=0)
-        lungs = _fill_holes_per_axial_slice(lungs)
+        lungs = fill_holes_per_axial_slice(lungs)
     return LungField(lungs, stride, volume.shape)  # type: ignore[arg-type]
 
 
@@ -98,7 +98,7 @@ def _largest_component(mask: np.ndarray) -> np.ndarray:
     return labels == int(np.argmax(sizes))
 
 
-def _fill_holes_per_axial_slice(mask: np.ndarray) -> np.ndarray:
+def fill_holes_per_axial_slice(mask: np.ndarray) -> np.ndarray:
     """Fill holes in every axial (axis-2) slice at once."""
     structure = np.zeros((3, 3, 3), bool)
     structure[:, :, 1] = ndimage.generate_binary_structure(2, 1)

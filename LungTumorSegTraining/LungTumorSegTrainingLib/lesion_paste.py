@@ -12,8 +12,9 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-LUNG_HU = -400.0
-BODY_HU = -300.0
+from LungTumorSegLib.lungfield import AIR_HU as LUNG_HU
+from LungTumorSegLib.lungfield import BODY_HU, fill_holes_per_axial_slice
+
 BONE_HU = 250.0
 MIN_LUNG_VOXELS = 5000
 
@@ -29,8 +30,7 @@ class Lesion:
 
 def lung_mask(ct: np.ndarray) -> np.ndarray:
     """Lung voxels of a whole CT (HU): air inside the body, large components only."""
-    body = ct > BODY_HU
-    body = np.stack([ndimage.binary_fill_holes(body[:, :, z]) for z in range(ct.shape[2])], axis=2)
+    body = fill_holes_per_axial_slice(ct > BODY_HU)
     labels, count = ndimage.label((ct < LUNG_HU) & body)
     if count == 0:
         return np.zeros(ct.shape, bool)
