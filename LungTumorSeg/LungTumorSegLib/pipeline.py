@@ -158,7 +158,11 @@ def _region_of_interest(ras: Volume, field_, options: SegmentOptions, reporter: 
         return whole  # type: ignore[return-value]
     box = field_.bounding_box(np.ceil(LUNG_MARGIN_MM / ras.spacing))
     if box is None:
-        reporter.log("info", "no lung field found (small field of view?): segmenting the whole image")
+        reporter.log(
+            "info",
+            "no lung field found (small field of view or a sub-volume?): segmenting the whole image, "
+            "lesions not filtered by the lung field",
+        )
         return whole  # type: ignore[return-value]
     return box
 

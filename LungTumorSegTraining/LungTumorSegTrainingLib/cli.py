@@ -217,11 +217,29 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
         description="Segment each case exactly as 'lungtumorseg segment' does (lung crop, TTA, post-processing, "
         "back on the CT grid) and score it: Dice, HD95, NSD, volume and RECIST errors, lesion detection. "
         "MODEL is a run folder (best.pt), a .pt checkpoint, a bundle folder or an installed bundle name.",
-        epilog="Example: lungtumorseg-train evaluate runs/unet-f0 --subset val -o runs/unet-f0/evaluation_val",
+        epilog="Examples: lungtumorseg-train evaluate runs/unet-f0 --subset val -o runs/unet-f0/evaluation_val\n"
+        "          lungtumorseg-train evaluate runs/cv/cv_plan.json --whole-ct -o runs/cv/whole_ct",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("model", metavar="MODEL", help="run folder, checkpoint .pt, bundle folder or bundle name")
+    p.add_argument(
+        "model",
+        metavar="MODEL",
+        help="run folder, checkpoint .pt, bundle folder or bundle name; with --whole-ct also a cross-validation "
+        "plan (cv_plan.json: each fold's model and the whole CTs it did not train on)",
+    )
     _data_argument(p, required=False)
     _split_arguments(p, "val")
+    g = p.add_argument_group("whole CTs")
+    g.add_argument(
+        "--whole-ct",
+        nargs="?",
+        const="../shared/data",
+        metavar="DATA_ROOT",
+        help="score the labelled whole CTs of DATA_ROOT/chest-ct (default ../shared/data) instead of a split: "
+        "detection, lesion Dice, false positives >= 0.1 ml, RECIST long-axis error, FROC curve, pictures",
+    )
+    g.add_argument("--cases", nargs="+", metavar="NAME", help="only these whole-CT folders (default: all labelled)")
+    g.add_argument("--no-pictures", action="store_true", help="no per-case pictures and FROC plot")
     p.add_argument(
         "-o",
         "--output",
