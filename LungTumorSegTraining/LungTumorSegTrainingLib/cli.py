@@ -11,7 +11,7 @@ from LungTumorSegLib.cli import report_error, run_guarded
 from LungTumorSegLib.progress import MODES
 
 from . import __version__, commands
-from .config import CACHE_MODES, LOSSES, TrainConfig
+from .config import CACHE_MODES, LOSSES, NORMS, TrainConfig
 
 EPILOG = "Research use only. Full guide: docs/training.md (data layouts, run folder, DDP, SLURM, MSD Task06)."
 DEFAULTS = TrainConfig()
@@ -138,6 +138,11 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         "--swin-checkpointing", action="store_true", default=None, help="gradient checkpointing (less GPU memory)"
     )
     g.add_argument(
+        "--norm",
+        choices=[n for n in NORMS if n],
+        help="normalisation layers (default: instance); batch norm in eval mode does not depend on the window",
+    )
+    g.add_argument(
         "--init-weights",
         metavar="FILE",
         help="start from these weights (fine-tuning): a checkpoint .pt, a run folder, or a bundle member"
@@ -171,6 +176,34 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--loss", choices=LOSSES, help=f"loss ({d.loss}); topk = Dice + hardest-k%% cross-entropy")
     g.add_argument("--topk-percent", type=float, help=f"k for --loss topk ({d.topk_percent})")
     g.add_argument("--no-augment", action="store_true", help="no flips/affine/intensity augmentation")
+    g.add_argument(
+        "--scanner-augment",
+        action="store_true",
+        default=None,
+        help="also vary what differs between scanners: slice thickness 1-5 mm, soft/sharp kernel, noise, contrast",
+    )
+    g = p.add_argument_group("whole-CT context")
+    g.add_argument(
+        "--context-cases",
+        metavar="REGEX",
+        help="regular expression for the names of whole-CT cases (e.g. '_whole$'), for --context-share",
+    )
+    g.add_argument(
+        "--context-share", type=float, help="fraction of the training draws from the context cases (0: as listed)"
+    )
+    g.add_argument(
+        "--paste-prob",
+        type=float,
+        help="probability that a whole-CT patch gets training nodules pasted into its lung (0 = off)",
+    )
+    g.add_argument("--paste-max", type=int, help=f"most lesions pasted into one patch ({d.paste_max})")
+    g.add_argument(
+        "--paste-scale",
+        type=float,
+        nargs=2,
+        metavar=("MIN", "MAX"),
+        help=f"size factor of pasted lesions, log-uniform ({d.paste_scale[0]:g} {d.paste_scale[1]:g})",
+    )
     g = p.add_argument_group("validation and stopping")
     g.add_argument("--val-every", type=int, help=f"validate every N epochs, 0 = never ({d.val_every})")
     g.add_argument("--patience", type=int, help="stop after N epochs without a better validation Dice (0 = off)")

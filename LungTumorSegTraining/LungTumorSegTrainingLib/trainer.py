@@ -229,6 +229,8 @@ class _Run:
             load_initial_weights(network, Path(cfg.init_weights))
             LOG.info("starting from the weights in %s", cfg.init_weights)
         network = network.to(self.device)
+        if self.device.type == "cpu":  # oneDNN's 3D convolutions train ~1.5-3x faster on channels-last tensors
+            network = network.to(memory_format=torch.channels_last_3d)
         optimizer = torch.optim.AdamW(network.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         steps = int(cfg.steps_per_epoch) or batches_per_pass(len(train_ds), cfg.batch_size, ctx.world_size)
         total = steps * int(cfg.epochs)
@@ -509,6 +511,8 @@ def training_step(
         The loss value before the step.
     """
     optimizer.zero_grad(set_to_none=True)
+    if image.device.type == "cpu" and image.ndim == 5:
+        image = image.contiguous(memory_format=torch.channels_last_3d)
     with torch.autocast(device_type=image.device.type, enabled=amp):
         loss = loss_fn(mask_ignored(model(image), ignore), label)
     scaler.scale(loss).backward()
