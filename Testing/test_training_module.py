@@ -56,6 +56,7 @@ def test_training_command_single_process():
     assert "--data /d/Task06_Lung --output /runs/r1 --arch UNet --patch-size 96 96 64" in joined
     assert "--epochs 7" in joined and "--lr 0.0003" in joined and "--fold 2" in joined and "--loss dicece" in joined
     assert args[-2:] == ["--progress", "json"]
+    assert gh.stop_file_of(args) == gh.stop_file("/runs/r1") == Path("/runs/r1") / "stop-request"
     assert "--steps-per-epoch" not in args and "--max-cases" not in args
 
 
@@ -92,8 +93,10 @@ def test_presets_and_problems():
 
 def test_resume_export_ensemble_commands(tmp_path: Path):
     assert gh.resume_command("/runs/r1", python="/py") == [
-        "/py", "-m", "LungTumorSegTrainingLib", "resume", "/runs/r1", "--progress", "json",
+        "/py", "-m", "LungTumorSegTrainingLib", "resume", "/runs/r1",
+        "--stop-file", str(Path("/runs/r1/stop-request")), "--progress", "json",
     ]  # fmt: skip
+    assert gh.stop_file_of(gh.resume_command("/runs/r1", python="/py")) == Path("/runs/r1/stop-request")
     assert gh.resume_command("/runs/r1", python="/py", gpus=2)[2] == "torch.distributed.run"
     (export,) = gh.install_commands(["/runs/a"], tmp_path, "my-model", python="/py")
     assert export == ["/py", "-m", "LungTumorSegTrainingLib", "export", "/runs/a", "--name", "my-model", "--out",
@@ -104,6 +107,7 @@ def test_resume_export_ensemble_commands(tmp_path: Path):
     assert result == str(Path("/runs/ens-ensemble.json"))
     assert export[3:6] == ["export", "--ensemble", result] and export[-1] == "--overwrite"
     assert export[export.index("--out") + 1] == str(tmp_path / "ens")
+    assert gh.stop_file_of(search) is None and gh.stop_file_of(export) is None  # Stop kills these
     with pytest.raises(ValueError):
         gh.install_commands([], tmp_path, "x")
     with pytest.raises(ValueError):
@@ -126,6 +130,8 @@ def test_commands_parse_with_the_engine_cli():
     train = parser.parse_args(commands[0][3:])
     assert (train.arch, train.patch_size, train.epochs, train.steps_per_epoch) == ("UNet", [64, 64, 32], 2, 2)
     assert train.data == ["/d"] and train.progress == "json" and train.device == "cpu" and train.max_cases == 3
+    assert train.stop_file == str(Path("/o/r-unet/stop-request"))
+    assert parser.parse_args(commands[2][3:]).stop_file == str(Path("/o/r/stop-request"))
 
 
 # ------------------------------------------------------------------------------------------ events
