@@ -468,8 +468,11 @@ def module_with_stubs(monkeypatch: pytest.MonkeyPatch):
     util.VTKObservationMixin = type("VTKObservationMixin", (), {"__init__": lambda self: None})
     slicer.ScriptedLoadableModule, slicer.util = scripted, util
     util.updateTableFromArray = mock.MagicMock()
+    i18n = types.ModuleType("slicer.i18n")
+    i18n.translate = lambda context, text: text
     qt = mock.MagicMock(name="qt")
-    for name, value in (("slicer", slicer), ("slicer.ScriptedLoadableModule", scripted), ("slicer.util", util)):
+    modules = {"slicer": slicer, "slicer.ScriptedLoadableModule": scripted, "slicer.util": util, "slicer.i18n": i18n}
+    for name, value in modules.items():
         monkeypatch.setitem(sys.modules, name, value)
     monkeypatch.setitem(sys.modules, "qt", qt)
     spec = importlib.util.spec_from_file_location("LungTumorSegTraining_stubbed", MODULE_PY)
