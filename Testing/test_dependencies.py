@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import ast
 import importlib.metadata
-import json
 import shlex
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -117,30 +115,6 @@ def test_an_installed_extension_reads_the_copy_next_to_the_engine(tmp_path: Path
         deps.find_pyproject(tmp_path / "elsewhere" / "LungTumorSegLib")
     cmake = (ROOT / "LungTumorSeg" / "CMakeLists.txt").read_text(encoding="utf-8")
     assert "pyproject.toml" in cmake and "Slicer_INSTALL_QTSCRIPTEDMODULES_LIB_DIR}/LungTumorSegLib" in cmake
-
-
-def _python39() -> str | None:
-    candidates = [shutil.which("python3.9"), *sorted(Path.home().glob(".pyenv/versions/3.9*/bin/python3.9"))]
-    for candidate in filter(None, candidates):
-        probe = subprocess.run([str(candidate), "-c", "import sys; print(sys.version_info[:2])"], capture_output=True)
-        if probe.returncode == 0 and b"(3, 9)" in probe.stdout:
-            return str(candidate)
-    return None
-
-
-def test_the_list_reads_on_slicer_5_4_python():
-    """Slicer 5.4 to 5.8 run Python 3.9, which has no tomllib: the reader falls back to pip's vendored tomli."""
-    python = _python39()
-    if python is None:
-        pytest.skip("no Python 3.9 interpreter here")
-    code = (
-        "import json, sys; sys.path.insert(0, sys.argv[1]);"
-        "from LungTumorSegLib.dependencies import declared_requirements;"
-        "print(json.dumps(declared_requirements()))"
-    )
-    out = subprocess.run([python, "-c", code, str(ROOT / "LungTumorSeg")], capture_output=True, text=True)
-    assert out.returncode == 0, out.stderr
-    assert json.loads(out.stdout) == pyproject_dependencies()
 
 
 def test_every_third_party_import_of_the_engine_is_declared():
