@@ -132,8 +132,8 @@ def ensureEngineDependencies(askConfirmation: bool = True, requester: str = "Lun
     message = _(
         "{requester} needs Python packages that are not installed in Slicer yet: {names}.\n\n"
         "Install them now? PyTorch comes through the PyTorch extension (about 200 MB for the CPU build, 2-3 GB "
-        "with CUDA); the others are about 150 MB. It takes from a few minutes to about 15 minutes, and Slicer "
-        "does not respond meanwhile."
+        "with CUDA); MONAI and the rest are about 50 MB. It takes from a few minutes to about 15 minutes, and "
+        "Slicer does not respond meanwhile."
     ).format(requester=requester, names=", ".join(plan.missing_names()))
     details = "\n".join(([plan.torch] if plan.torch else []) + plan.pip)
     if askConfirmation and not slicer.util.confirmOkCancelDisplay(message, detailedText=details):
@@ -1043,6 +1043,7 @@ class LungTumorSegTest(ScriptedLoadableModuleTest):
             self.test_SegmentDemoNodule,
             self.test_SeedClicksAddLesionsUnderATransform,
             self.test_PanelFollowsTheSceneAndTheModel,
+            self.test_FailuresLeaveThePanelReady,
             self.test_CancelKillsTheEngineTree,
             self.test_SceneCloseCancelsTheRun,
             self.test_BatchScriptSegmentsDicomSeriesOneByOne,
@@ -1187,6 +1188,31 @@ class LungTumorSegTest(ScriptedLoadableModuleTest):
         self.assertAlmostEqual(widget._parameterNode.minLesionMl, defaults.min_lesion_ml, msg="reset after close")
         self.assertFalse(widget.ui.saveReportButton.enabled)
         self.assertIsNone(widget._result)
+
+    def test_FailuresLeaveThePanelReady(self) -> None:
+        """A failed install returns False (shown by tryWithErrorDisplay); a failed start leaves nothing running."""
+        self.delayDisplay("Install and start failures")
+        plan = deps.InstallPlan(pip=["lungtumorseg-no-such-package==0.0.1"])
+        original = deps.plan_install
+        deps.plan_install = lambda requirements=None: plan
+        try:
+            self.assertFalse(ensureEngineDependencies(askConfirmation=False))
+        finally:
+            deps.plan_install = original
+        slicer.util.selectModule("LungTumorSeg")
+        widget = slicer.modules.lungtumorseg.widgetRepresentation().self()
+        widget._parameterNode.inputVolume = self._loadNodule()
+        logic = widget.logic
+        original = logic.pythonExecutable
+        logic.pythonExecutable = lambda: str(Path(slicer.app.temporaryPath) / "no-such-dir" / "PythonSlicer")
+        try:
+            widget.onApplyButton()
+        finally:
+            logic.pythonExecutable = original
+        self.assertFalse(logic.isRunning())
+        self.assertTrue(widget.ui.applyButton.enabled, "the panel is ready again")
+        self.assertFalse(widget.ui.cancelButton.enabled)
+        self.assertIn("Could not start", widget.ui.statusLabel.text)
 
     def test_CancelKillsTheEngineTree(self) -> None:
         from LungTumorSegLib.process import descendant_pids, pid_running
