@@ -230,13 +230,17 @@ class LungTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def cleanup(self) -> None:
         self.removeObservers()
         if self.logic:
-            self.logic.cancel()
+            self.logic.shutdown()
 
     def enter(self) -> None:
         self.initializeParameterNode()
 
     def exit(self) -> None:
-        self.setParameterNode(None)
+        """Stop following the parameter node while the panel is hidden (the template's exit)."""
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self._parameterNodeGuiTag = None
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateGuiState)
 
     def onSceneStartClose(self, caller, event) -> None:
         """Stop the run (its input leaves the scene) and forget everything that pointed into the old scene."""
@@ -707,6 +711,16 @@ class LungTumorSegLogic(ScriptedLoadableModuleLogic, VTKObservationMixin):
 
     def _onSceneStartClose(self, caller=None, event=None) -> None:
         self.cancel()
+
+    def shutdown(self) -> None:
+        """The widget goes away (Slicer quits, the module reloads): kill the run, call nobody back."""
+        if self._engine is None:
+            return
+        self._job["progressCallback"] = self._job["finishedCallback"] = None
+        self.cancel()
+        if self._timer is not None:
+            self._timer.stop()
+        self._finish()
 
     def cancel(self) -> None:
         """Kill the engine and every process it started; no node is created for that run."""

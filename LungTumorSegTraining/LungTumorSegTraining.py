@@ -189,6 +189,14 @@ class LungTumorSegTrainingLogic(ScriptedLoadableModuleLogic):
         if self.process is not None:
             self.process.kill()
 
+    def shutdown(self) -> None:
+        """The widget goes away: kill what still runs, stop the timers, call nobody back."""
+        self.onLog = self.onProgress = self.onMetrics = self.onOverlay = self.onFinished = None
+        self.kill()
+        self.process = None
+        self.outputTimer.stop()
+        self.pollTimer.stop()
+
     def waitForFinished(self, timeoutMs: int = STOP_WAIT_MS) -> bool:
         """Block until the queue ended (processing events); True if it did."""
         deadline = time.time() + timeoutMs / 1000.0
@@ -438,7 +446,7 @@ class LungTumorSegTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMix
             else:
                 self.logic.kill()
         if self.logic is not None:
-            self.logic.pollTimer.stop()
+            self.logic.shutdown()
         self.removeObservers()
 
     # ---------------------------------------------------------------- settings

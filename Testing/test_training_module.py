@@ -527,3 +527,30 @@ def test_gui_defaults_equal_the_engine_defaults():
     assert len(shared_fields) >= 10
     for name in shared_fields:
         assert getattr(gui, name) == getattr(engine, name), name
+
+
+def test_the_logic_stops_a_real_run_through_the_stop_file(module_with_stubs, tmp_path: Path):
+    """The module's own Logic (Slicer stubbed; its output timer driven here): Stop ends a real run cleanly."""
+    import time
+
+    module, _slicer, _util = module_with_stubs
+    logic = module.LungTumorSegTrainingLogic()
+    settings = gh.apply_preset(
+        gh.TrainSettings(data=[str(gh.build_tiny_msd(tmp_path / "tiny", lidc_pairs()))], output_dir=str(tmp_path)),
+        "Quick CPU check",
+    )
+    settings.run_name, settings.epochs, settings.steps_per_epoch, settings.patch_size = "q", 3, 3, [32, 32, 16]
+    finished, progress = [], []
+    logic.onFinished = lambda code, ok: finished.append((code, ok))
+    logic.onProgress = lambda fraction, message: progress.append(message)
+    logic.start(gh.training_commands(settings, sys.executable), settings.run_dirs())
+    deadline = time.monotonic() + 240
+    while logic.process is not None and time.monotonic() < deadline:
+        logic._readOutput()  # what the module's 100 ms timer calls
+        if progress and not logic.stopRequested:
+            logic.stop()
+        time.sleep(0.05)
+    assert finished == [(0, False)], "exit code 0, not 'ok' because a stop was requested"
+    run = gh.read_run(settings.run_dirs()[0])
+    assert run.state == "stopped" and run.resumable
+    assert not gh.stop_file(settings.run_dirs()[0]).exists()
