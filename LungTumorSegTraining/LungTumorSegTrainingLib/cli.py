@@ -103,6 +103,15 @@ def _add_prepare(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=commands.run_prepare)
 
 
+def _stop_file_argument(group: argparse._ActionsContainer) -> None:
+    group.add_argument(
+        "--stop-file",
+        metavar="FILE",
+        help="stop (resumably, with a checkpoint) after the current step once FILE exists; works on every OS "
+        "(the Slicer module's Stop button)",
+    )
+
+
 def _add_train(sub: argparse._SubParsersAction) -> None:
     d = DEFAULTS
     p = sub.add_parser(
@@ -110,8 +119,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         help="train a model into a run folder",
         description="Train a UNet or SwinUNETR on patches of CT resampled to --spacing. Writes config.json, "
         "split.json, status.json, metrics.csv, TensorBoard events, curves.png, val_overlay.png and "
-        "checkpoints/{last,best}.pt into --output. SIGTERM/Ctrl+C stop after the current step with a checkpoint; "
-        "'resume' continues. Multi-GPU: launch with torchrun (docs/training.md).",
+        "checkpoints/{last,best}.pt into --output. SIGTERM/Ctrl+C or --stop-file stop after the current step "
+        "with a checkpoint; 'resume' continues. Multi-GPU: launch with torchrun (docs/training.md).",
         epilog="Example: lungtumorseg-train train --data Task06_Lung --arch UNet --epochs 300 -o runs/unet-f0",
     )
     _data_argument(p, required=True)
@@ -208,6 +217,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--val-every", type=int, help=f"validate every N epochs, 0 = never ({d.val_every})")
     g.add_argument("--patience", type=int, help="stop after N epochs without a better validation Dice (0 = off)")
     g.add_argument("--stop-after-epoch", type=int, help="stop (resumably) after this epoch, as the Stop button does")
+    _stop_file_argument(g)
     g = p.add_argument_group("runtime")
     g.add_argument("--device", help="auto (CUDA if present), cpu, cuda (DDP: the local rank's GPU)")
     g.add_argument("--no-amp", action="store_true", help="no mixed precision on CUDA")
@@ -236,6 +246,7 @@ def _add_resume(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--patience", type=int, help="new early-stopping patience (epochs)")
     p.add_argument("--val-every", type=int, help="new validation interval (epochs)")
     p.add_argument("--stop-after-epoch", type=int, help="stop (resumably) after this epoch")
+    _stop_file_argument(p)
     p.add_argument("--device", help="auto, cpu or cuda")
     p.add_argument("--threads", type=int, help="CPU threads for torch")
     p.add_argument("--num-workers", type=int, help="data-loading worker processes")

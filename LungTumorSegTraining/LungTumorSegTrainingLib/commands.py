@@ -22,6 +22,7 @@ from .datalist import build_msd_layout, load_datalist, validate_cases
 from .ensemble import DEFAULT_THRESHOLDS, predict_members, search_weights
 from .export import OutputSettings, export_bundle, load_members, read_ensemble_file
 from .splits import load_split, make_kfold, make_split, patient_id, select_cases
+from .stopping import StopRequest
 
 # TrainConfig fields set from same-named command-line options (argparse dest names)
 TRAIN_OPTIONS = (
@@ -102,7 +103,9 @@ def run_train(args: argparse.Namespace) -> int:
     from .trainer import train
 
     cfg = config_from_args(args)
-    return _finish_training(train(cfg, ProgressReporter(args.progress)), args)
+    with StopRequest(args.stop_file) as stop:
+        result = train(cfg, ProgressReporter(args.progress), stop=stop)
+    return _finish_training(result, args)
 
 
 def run_resume(args: argparse.Namespace) -> int:
@@ -117,7 +120,9 @@ def run_resume(args: argparse.Namespace) -> int:
         value = getattr(args, name, None)
         if value is not None:
             setattr(cfg, name, value)
-    return _finish_training(train(cfg, ProgressReporter(args.progress), resume=True), args)
+    with StopRequest(args.stop_file) as stop:
+        result = train(cfg, ProgressReporter(args.progress), resume=True, stop=stop)
+    return _finish_training(result, args)
 
 
 def _finish_training(result: Any, args: argparse.Namespace) -> int:
