@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import pydicom
 from pydicom.dataset import FileDataset, FileMetaDataset
@@ -39,7 +40,7 @@ def write_ct_series(
 
     Args:
         volume: the CT; slices are its k planes, rows its j axis, columns its i axis.
-        folder: created if needed; files are named ``IM<random number>`` in a shuffled order.
+        folder: created if needed; files are named ``IM<random 8 digits>``, so not in slice order.
         modality: ``CT`` (CT Image Storage) or ``MR`` (MR Image Storage, no rescale).
         slope, intercept: stored value = (HU − intercept) / slope, rounded.
         series_uid, study_uid, frame_uid: fixed UIDs (generated when None).
@@ -69,7 +70,7 @@ def write_ct_series(
         raise ValueError(f"stored values {stored.min()}..{stored.max()} do not fit {np.dtype(dtype).name}")
     stored = stored.astype(dtype)
     numbers = np.arange(n, 0, -1) if instance_order == "acquisition" else rng.permutation(n) + 1
-    names = rng.permutation(n * 7)[:n] + 10000
+    names = rng.choice(10**8, size=n, replace=False)  # random, so series written into one folder do not collide
     sop_class = CTImageStorage if modality == "CT" else MRImageStorage
     written = []
     for k in range(n):
@@ -91,7 +92,7 @@ def write_ct_series(
             ds.RescaleSlope, ds.RescaleIntercept, ds.RescaleType = _ds(slope), _ds(intercept), "HU"
             ds.WindowCenter, ds.WindowWidth = "-600", "1500"
         ds.PixelData = pixels.tobytes()
-        path = folder / f"IM{names[k]:05d}"
+        path = folder / f"IM{names[k]:08d}"
         ds.save_as(path, enforce_file_format=True)
         written.append(path)
     return written
@@ -159,6 +160,15 @@ def downsampled(volume: Volume, step: tuple[int, int, int]) -> Volume:
     affine[:3, :3] = volume.affine[:3, :3] * np.asarray(step, dtype=np.float64)
     array = np.ascontiguousarray(volume.array[:: step[0], :: step[1], :: step[2]])
     return Volume(array, affine)
+
+
+def ct_slab(path: Path, first: int, count: int, step: tuple[int, int, int] = (4, 4, 1)) -> Volume:
+    """Slices ``first`` to ``first + count`` of a NIfTI CT, every ``step``-th voxel, geometry exact (read lazily)."""
+    image = nib.load(str(path))
+    array = np.asarray(image.dataobj[:, :, first : first + count], dtype=np.float32)
+    affine = image.affine.copy()
+    affine[:3, 3] = image.affine[:3, :3] @ np.array([0.0, 0.0, first]) + image.affine[:3, 3]
+    return downsampled(Volume(array, affine), step)
 
 
 def read_back_order(folder: Path) -> list[int]:

@@ -89,7 +89,7 @@ def dicom_cases(folder: Path, series_uid: str | None = None) -> list[DicomCase]:
         if series_uid:
             cases += [DicomCase(s, stem) for s in found if s.uid == series_uid]
             continue
-        volumes = [s for s in found if is_ct_volume(s)]
+        volumes = sorted((s for s in found if is_ct_volume(s)), key=_by_series_number)
         skipped += [f"{s.folder}: skipped {s.describe()}" for s in found if not is_ct_volume(s)]
         for series in volumes:
             suffix = f"_S{safe_stem(series.number or series.uid[-8:])}" if len(volumes) > 1 else ""
@@ -101,6 +101,10 @@ def dicom_cases(folder: Path, series_uid: str | None = None) -> list[DicomCase]:
     if cases and skipped:
         cases[0].notes.append("not segmented: " + "; ".join(skipped))
     return cases
+
+
+def _by_series_number(series: DicomSeries) -> tuple[float, str]:
+    return (float(series.number) if series.number.isdigit() else float("inf"), series.uid)
 
 
 def dicom_file_case(path: Path, series_uid: str | None = None) -> DicomCase:

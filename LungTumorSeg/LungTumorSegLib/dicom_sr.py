@@ -1,6 +1,7 @@
 """DICOM SR measurement report (TID 1500) of the tumour measurements, written with highdicom.
 
-One Volumetric ROI group (TID 1411) per lesion, tracked as "Lesion N" and referencing the "Lung tumor"
+A measurement group (TID 1501) "All lesions" with the total tumour volume (0 ml when there is no
+lesion, so that every case has a report), then one Volumetric ROI group (TID 1411) per lesion, tracked as "Lesion N" and referencing the "Lung tumor"
 segment of the DICOM SEG and its source series, with the lesion's volume (ml) and RECIST long and
 short axes (mm); each axis carries its two end points (SCOORD3D polyline in the series' frame of
 reference). The SEG's one segment holds every lesion, as the Slicer segmentation does; the groups
@@ -26,6 +27,7 @@ from .outputs import atomic_path
 CT_CHEST = Code("24627-2", "LN", "CT Chest")
 MILLILITRE = Code("ml", "UCUM", "milliliter")
 MILLIMETRE = Code("mm", "UCUM", "millimeter")
+ALL_LESIONS = "All lesions"
 
 
 def build_measurement_report(
@@ -46,11 +48,12 @@ def build_measurement_report(
         version=algorithm.software_version,
         parameters=[f"model_name={algorithm.model_name}", f"model_version={algorithm.model_version}"],
     )
-    groups = [_lesion_group(lesion, seg, grid, algorithm_id) for lesion in case.lesions]
+    groups = [_case_group(case, algorithm_id)]
+    groups += [_lesion_group(lesion, seg, grid, algorithm_id) for lesion in case.lesions]
     report = hd.sr.MeasurementReport(
         observation_context=hd.sr.ObservationContext(observer_device_context=observer),
         procedure_reported=CT_CHEST,
-        imaging_measurements=groups or None,
+        imaging_measurements=groups,
     )
     return hd.sr.Comprehensive3DSR(
         evidence=[*grid.datasets, seg],
@@ -62,6 +65,25 @@ def build_measurement_report(
         manufacturer=MANUFACTURER,
         is_complete=True,
         series_description=f"Lung tumor measurements ({algorithm.model_name})"[:64],
+    )
+
+
+def _case_group(
+    case: CaseMeasurements, algorithm_id: hd.sr.AlgorithmIdentification
+) -> hd.sr.MeasurementsAndQualitativeEvaluations:
+    """The whole case (TID 1501): the total tumour volume, 0 ml when no lesion was found."""
+    code = terminology_codes()
+    return hd.sr.MeasurementsAndQualitativeEvaluations(
+        tracking_identifier=hd.sr.TrackingIdentifier(uid=generate_uid(), identifier=ALL_LESIONS),
+        finding_type=code["type"],
+        finding_category=code["category"],
+        finding_sites=[hd.sr.FindingSite(anatomic_location=code["region"])],
+        algorithm_id=algorithm_id,
+        measurements=[
+            hd.sr.Measurement(
+                name=codes.SCT.Volume, value=case.total_volume_ml, unit=MILLILITRE, algorithm_id=algorithm_id
+            )
+        ],
     )
 
 
