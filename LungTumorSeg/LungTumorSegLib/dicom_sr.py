@@ -1,11 +1,13 @@
 """DICOM SR measurement report (TID 1500) of the tumour measurements, written with highdicom.
 
-A measurement group (TID 1501) "All lesions" with the total tumour volume (0 ml when there is no
-lesion, so that every case has a report), then one Volumetric ROI group (TID 1411) per lesion, tracked as "Lesion N" and referencing the "Lung tumor"
-segment of the DICOM SEG and its source series, with the lesion's volume (ml) and RECIST long and
-short axes (mm); each axis carries its two end points (SCOORD3D polyline in the series' frame of
-reference). The SEG's one segment holds every lesion, as the Slicer segmentation does; the groups
-tell the lesions apart.
+- A measurement group (TID 1501) "All lesions" with the total tumour volume (0 ml when there is no
+  lesion, so that every case has a report).
+- One Volumetric ROI group (TID 1411) per lesion, tracked as "Lesion N", referencing the "Lung tumor"
+  segment of the DICOM SEG and its source series, with the lesion's volume (ml) and RECIST long and
+  short axes (mm). The axes' end points stay in ``<name>_measurements.json``: TID 1411 measurements
+  may not carry coordinates.
+
+The SEG's one segment holds every lesion, as the Slicer segmentation does; the groups tell them apart.
 """
 
 from __future__ import annotations

@@ -8,7 +8,9 @@ Usage::
 
 Inputs: NIfTI/NRRD files, a folder of them, or DICOM folders (imported through a temporary Slicer DICOM
 database). For each CT it writes ``<name>.seg.nrrd`` (with segment terminology), ``<name>_entropy.nrrd``,
-``<name>_lesions.csv`` (the lesion table) and the engine's report files. Exits non-zero when a case fails.
+``<name>_lesions.csv`` (the lesion table) and the engine's report files; for a CT loaded from DICOM also
+``<name>_seg.dcm`` (DICOM SEG) and ``<name>_sr.dcm`` (TID 1500 measurements) on the source series.
+Exits non-zero when a case fails.
 """
 
 from __future__ import annotations
@@ -135,6 +137,7 @@ def main(argv: list[str]) -> int:
             try:
                 result = logic.run(volumeNode, settings, progressCallback=progress, showIn3D=False)
                 written = save_case(result, name, args.output, args.overwrite)
+                written += logic.saveDicomOutputs(result, args.output, name, args.overwrite)
                 print(f"{name}: {result.summaryText}")
                 for path in written:
                     print(f"  {path}")
