@@ -8,7 +8,7 @@ import pytest
 from conftest import shared
 from dicom_series import ct_slab, downsampled, read_back_order, rotated, tilted, write_ct_series
 from pydicom.encaps import encapsulate
-from pydicom.uid import MPEG2MPML, RLELossless
+from pydicom.uid import MPEG2MPML, JPEGLosslessSV1, RLELossless
 
 from LungTumorSegLib.dicom_cases import dicom_cases
 from LungTumorSegLib.dicom_io import read_ct_series, series_grid, series_in_folder
@@ -73,6 +73,29 @@ def test_rle_compressed_series_is_decoded(tmp_path, small_ct):
         dataset.save_as(path)
     volume, _ = read(tmp_path)
     np.testing.assert_array_equal(volume.array, downsampled(small_ct, (1, 1, 4)).array)
+
+
+def test_jpeg_lossless_series_is_decoded(tmp_path, small_ct):
+    """JPEG Lossless (process 14), the usual compression of PACS exports, decodes through python-gdcm."""
+    import gdcm
+
+    thick = downsampled(small_ct, (1, 1, 4))
+    for path in write_ct_series(thick, tmp_path):
+        reader = gdcm.ImageReader()
+        reader.SetFileName(str(path))
+        assert reader.Read()
+        change = gdcm.ImageChangeTransferSyntax()
+        change.SetTransferSyntax(gdcm.TransferSyntax(gdcm.TransferSyntax.JPEGLosslessProcess14_1))
+        change.SetInput(reader.GetImage())
+        assert change.Change()
+        writer = gdcm.ImageWriter()
+        writer.SetFileName(str(path))
+        writer.SetFile(reader.GetFile())
+        writer.SetImage(change.GetOutput())
+        assert writer.Write()
+    assert pydicom.dcmread(path).file_meta.TransferSyntaxUID == JPEGLosslessSV1
+    volume, _ = read(tmp_path)
+    np.testing.assert_array_equal(volume.array, thick.array)
 
 
 def test_two_series_in_one_folder_picks_the_largest_ct_and_names_it(tmp_path, small_ct):

@@ -64,6 +64,7 @@ def read_highdicom(folder: Path) -> Volume:
 def read_simpleitk(folder: Path) -> Volume:
     import SimpleITK as sitk
 
+    sitk.ProcessObject_SetGlobalWarningDisplay(False)  # it only warns about missing slices
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(folder)))
     image = reader.Execute()
