@@ -86,6 +86,8 @@ def test_dicom_seg_references_the_series_and_decodes_to_the_same_mask(tmp_path, 
     assert algorithm.AlgorithmName == "LungTumorSeg" and algorithm.AlgorithmFamilyCodeSequence[0].CodeValue == "123110"
     assert "lungtumorseg-ensemble" in algorithm.AlgorithmParameters and "0.2.1" in algorithm.AlgorithmParameters
     assert dataset.ManufacturerModelName == "lungtumorseg-ensemble 0.2.1"
+    colour = hd.color.CIELabColor.from_rgb(*(round(255 * c) for c in LUNG_TUMOR_COLOR))
+    assert list(segment.RecommendedDisplayCIELabValue) == list(colour.value)
 
     seg = hd.seg.segread(path)
     frames = seg.get_pixels_by_source_instance(

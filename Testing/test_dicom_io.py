@@ -10,7 +10,7 @@ from dicom_series import ct_slab, downsampled, read_back_order, rotated, tilted,
 from pydicom.encaps import encapsulate
 from pydicom.uid import MPEG2MPML, JPEGLosslessSV1, RLELossless
 
-from LungTumorSegLib.dicom_cases import dicom_cases
+from LungTumorSegLib.dicom_cases import dicom_cases, dicom_inputs
 from LungTumorSegLib.dicom_io import read_ct_series, series_grid, series_in_folder
 from LungTumorSegLib.errors import InputError
 from LungTumorSegLib.volume import Volume
@@ -123,9 +123,24 @@ def test_folder_of_folders_is_one_case_per_ct_series(tmp_path, small_ct):
     write_ct_series(thick, tmp_path / "patient2" / "CT", series_number=4)
     write_ct_series(thick, tmp_path / "patient2" / "CT", series_number=5, seed=1)
     write_ct_series(thick, tmp_path / "patient2" / "MR", modality="MR", intercept=0.0)
+    for path in write_ct_series(downsampled(thick, (1, 1, 3)), tmp_path / "patient1" / "CT", series_number=1):
+        dataset = pydicom.dcmread(path)
+        dataset.ImageType = ["ORIGINAL", "PRIMARY", "LOCALIZER"]
+        dataset.save_as(path)
+    (tmp_path / "patient1" / "CT" / "notes.txt").write_text("not DICOM")
     cases = dicom_cases(tmp_path)
     assert [case.stem for case in cases] == ["patient1_CT", "patient2_CT_S4", "patient2_CT_S5"]
     assert any("skipped" in note and "MR" in note for note in cases[0].notes)
+    assert any("skipped series 1" in note for note in cases[0].notes)  # the localizer
+
+
+def test_a_single_dicom_file_stands_for_its_series(tmp_path, small_ct):
+    thick = downsampled(small_ct, (2, 2, 4))
+    write_ct_series(thick, tmp_path, series_number=2)
+    other = write_ct_series(downsampled(thick, (1, 1, 2)), tmp_path, series_number=7, seed=3)
+    (case,) = dicom_inputs(other[0])
+    assert case.series.number == "7" and len(case.series.files) == len(other)
+    assert dicom_inputs(tmp_path / "missing.nii.gz") == []
 
 
 def refused(folder) -> str:

@@ -26,6 +26,18 @@ from pydicom.misc import is_dicom
 from .errors import InputError
 from .volume import Volume
 
+try:  # pydicom >= 3
+    from pydicom.pixels import apply_modality_lut, get_decoder, pixel_array
+except ImportError:  # pydicom 2.4, the version Slicer 5.4 to 5.10 ship
+    from pydicom.pixel_data_handlers.util import apply_modality_lut
+
+    get_decoder = None
+
+    def pixel_array(path: Path) -> np.ndarray:
+        """The pixels of one image file."""
+        return pydicom.dcmread(path).pixel_array
+
+
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 SPACING_RTOL = 0.01  # slice gaps may differ from the series' spacing by 1 % (IPP rounding)
 ORIENTATION_ATOL = 1e-4  # direction cosines equal within this
@@ -256,9 +268,9 @@ def _check_modality(series: DicomSeries, folder: Path) -> None:
 
 
 def _check_decodable(series: DicomSeries, where: str) -> None:
-    """Refuse transfer syntaxes pydicom has no working decoder for, before reading any pixels."""
-    from pydicom.pixels import get_decoder
-
+    """Refuse transfer syntaxes pydicom has no working decoder for, before reading any pixels (pydicom >= 3)."""
+    if get_decoder is None:
+        return  # pydicom 2: decoding failures are reported per file
     syntaxes = {getattr(h, "file_meta", Dataset()).get("TransferSyntaxUID") for h in series.headers}
     for syntax in syntaxes - {None}:
         try:
@@ -309,8 +321,6 @@ def _slice_spacing(along: np.ndarray, positions: np.ndarray, normal: np.ndarray,
 
 def _read_slice_hu(path: Path, header: Dataset, out: np.ndarray, where: str) -> None:
     """Decode one slice into ``out`` (rows, columns) in HU: modality LUT or RescaleSlope/Intercept."""
-    from pydicom.pixels import apply_modality_lut, pixel_array
-
     try:
         pixels = pixel_array(path)
     except Exception as exc:  # noqa: BLE001 - any decoder failure becomes one line naming the file

@@ -86,6 +86,8 @@ def build_dicom_seg(label: Volume, grid: DicomGrid, algorithm: AlgorithmInfo) ->
         raise ValueError("the label is not on the grid of the source DICOM series")
     mask = np.ascontiguousarray(np.asarray(label.array).transpose(2, 1, 0) > 0.5)  # frames = slices, (rows, cols)
     code = terminology_codes()
+    from_rgb = getattr(hd.color.CIELabColor, "from_rgb", None)  # highdicom >= 0.23 (not in Slicer 5.4-5.10)
+    colour = {"display_color": from_rgb(*(round(255 * c) for c in LUNG_TUMOR_COLOR))} if from_rgb else {}
     description = hd.seg.SegmentDescription(
         segment_number=SEGMENT_NUMBER,
         segment_label=LUNG_TUMOR_SEGMENT_NAME,
@@ -96,7 +98,7 @@ def build_dicom_seg(label: Volume, grid: DicomGrid, algorithm: AlgorithmInfo) ->
         tracking_id=LUNG_TUMOR_SEGMENT_NAME,
         tracking_uid=generate_uid(),
         anatomic_regions=[code["region"]],
-        display_color=hd.color.CIELabColor.from_rgb(*(round(255 * c) for c in LUNG_TUMOR_COLOR)),
+        **colour,
     )
     return hd.seg.Segmentation(
         source_images=grid.datasets,
