@@ -118,7 +118,7 @@ def dicom_file_case(path: Path, series_uid: str | None = None) -> DicomCase:
     if own is None:
         raise InputError(f"{path}: not a DICOM image")
     chosen = choose_series(found, path.parent, series_uid or own.uid)
-    return DicomCase(chosen, safe_stem(image_stem(path)))
+    return DicomCase(chosen, safe_stem(path.parent.resolve().name))
 
 
 def dicom_inputs(item: Path, series_uid: str | None = None) -> list[DicomCase]:

@@ -111,11 +111,6 @@ class DicomGrid:
     affine: np.ndarray
     shape: tuple[int, int, int]
 
-    @property
-    def frame_of_reference_uid(self) -> str:
-        """FrameOfReferenceUID of the series ('' when absent)."""
-        return str(self.datasets[0].get("FrameOfReferenceUID", ""))
-
 
 @dataclass
 class DicomImage:
@@ -131,11 +126,6 @@ def is_dicom_file(path: Path) -> bool:
         return path.is_file() and is_dicom(path)
     except OSError:
         return False
-
-
-def contains_dicom(folder: Path) -> bool:
-    """True when ``folder`` or any folder below it holds a DICOM file."""
-    return any(is_dicom_file(Path(root) / name) for root, _, names in os.walk(folder) for name in names)
 
 
 def find_series(paths: Iterable[Path]) -> list[DicomSeries]:
@@ -189,7 +179,7 @@ def choose_series(series: list[DicomSeries], folder: Path, series_uid: str | Non
     if not candidates:
         if len(series) == 1:
             _check_modality(series[0], folder)
-        raise InputError(f"{folder}: no CT series to segment (found: {found})")
+        raise InputError(f"{folder}: no CT series to segment (localizers are not; found: {found})")
     return max(candidates, key=lambda s: len(s.files))
 
 
