@@ -811,6 +811,42 @@ class LungTumorSegLogic(ScriptedLoadableModuleLogic, VTKObservationMixin):
         if callback:
             callback(result, error)
 
+    # ---------------------------------------------------------------- DICOM SEG and SR
+
+    @staticmethod
+    def dicomFilesOfVolume(volumeNode) -> list[str]:
+        """The DICOM files a volume was loaded from (its ``DICOM.instanceUIDs``), or [] if not from DICOM."""
+        uids = (volumeNode.GetAttribute("DICOM.instanceUIDs") or "").split() if volumeNode is not None else []
+        if not uids or not slicer.dicomDatabase:
+            return []
+        files = [slicer.dicomDatabase.fileForInstance(uid) for uid in uids]
+        return files if all(files) else []
+
+    def saveDicomOutputs(self, result: LungTumorSegResult, folder, base: str, overwrite: bool = False) -> list[Path]:
+        """``<base>_seg.dcm`` (DICOM SEG) and ``<base>_sr.dcm`` (TID 1500) of the segment, on the source series.
+
+        Written by the engine (highdicom) from the segment as it is now, when the CT was loaded from DICOM;
+        returns [] otherwise, or when the series cannot take the segmentation (logged).
+        """
+        from LungTumorSegLib.clinical_outputs import engine_run_info, write_dicom_outputs
+        from LungTumorSegLib.errors import LungTumorSegError
+
+        segmentationNode = result.segmentationNode
+        volumeNode = segmentationNode.GetNodeReference(segmentationNode.GetReferenceImageGeometryReferenceRole())
+        files = self.dicomFilesOfVolume(volumeNode)
+        if not files:
+            return []
+        kji = slicer.util.arrayFromSegmentBinaryLabelmap(segmentationNode, result.segmentId, volumeNode)
+        matrix = vtk.vtkMatrix4x4()
+        volumeNode.GetIJKToRASMatrix(matrix)
+        label = helpers.volume_from_kji(kji, slicer.util.arrayFromVTKMatrix(matrix))
+        info = engine_run_info(result.outputs["summary"]) if result.outputs.get("summary") else {}
+        try:
+            return list(write_dicom_outputs(label, files, Path(folder), base, info, overwrite).values())
+        except LungTumorSegError as exc:
+            logging.warning(f"LungTumorSeg: DICOM SEG not written: {exc}")
+            return []
+
     # ---------------------------------------------------------------- results -> nodes
 
     @staticmethod
@@ -1018,7 +1054,8 @@ class LungTumorSegLogic(ScriptedLoadableModuleLogic, VTKObservationMixin):
         sources = helpers.report_files(result.outputDir, result.stem)
         targets = [folder / f"{base}{src.name[len(result.stem) :]}" for src in sources]
         screenshot = folder / f"{base}_3d_view.png"
-        existing = [t for t in targets + [screenshot] if t.exists()]
+        clinical = [folder / f"{base}{suffix}" for suffix in (".seg.nrrd", "_seg.dcm", "_sr.dcm")]
+        existing = [t for t in targets + [screenshot] + clinical if t.exists()]
         if existing and not (
             askOverwrite and askOverwrite(_("Replace existing files?\n") + "\n".join(map(str, existing)))
         ):
@@ -1026,6 +1063,10 @@ class LungTumorSegLogic(ScriptedLoadableModuleLogic, VTKObservationMixin):
         for src, dst in zip(sources, targets):
             shutil.copyfile(src, dst)
         written = list(targets)
+        if not slicer.util.saveNode(result.segmentationNode, str(clinical[0])):
+            raise OSError(f"could not write {clinical[0]}")
+        written.append(clinical[0])
+        written += self.saveDicomOutputs(result, folder, base, overwrite=True)
         if slicer.app.layoutManager() is not None:
             import ScreenCapture
 
@@ -1136,6 +1177,12 @@ class LungTumorSegTest(ScriptedLoadableModuleTest):
         entropy = slicer.util.arrayFromVolume(result.entropyNode)
         self.assertGreaterEqual(float(entropy.min()), 0.0)
         self.assertLessEqual(float(entropy.max()), 1.0 + 1e-6)
+        folder = Path(tempfile.mkdtemp(prefix="LungTumorSegTest-", dir=slicer.app.temporaryPath))
+        written = LungTumorSegLogic().saveReport(result, folder)
+        segmentationFile = next(p for p in written if p.name.endswith(".seg.nrrd"))
+        loaded = slicer.util.loadSegmentation(str(segmentationFile))
+        self.assertTrue(loaded.GetSegmentation().GetSegmentIdBySegmentName(helpers.LUNG_TUMOR_SEGMENT_NAME))
+        self.assertFalse([p for p in written if p.suffix == ".dcm"], "no DICOM SEG for a CT not loaded from DICOM")
         self.delayDisplay(f"Demo nodule test passed (Dice {dice:.2f})")
 
     def test_SeedClicksAddLesionsUnderATransform(self) -> None:

@@ -9,7 +9,9 @@ Usage::
 Inputs: NIfTI/NRRD files, a folder of them, or a DICOM folder (imported into a temporary Slicer DICOM database and
 loaded one series at a time; series that are not CT volumes, such as localizers or MR, are skipped with a
 message). For each CT it writes ``<name>.seg.nrrd`` (with segment terminology), ``<name>_entropy.nrrd``,
-``<name>_lesion_table.tsv`` and the engine's report files; the nodes of a case are removed after it.
+``<name>_lesion_table.tsv`` and the engine's report files; for a CT loaded from DICOM also
+``<name>_seg.dcm`` (DICOM SEG) and ``<name>_sr.dcm`` (TID 1500 measurements) on the source series. The nodes
+of a case are removed after it.
 Exits 0 when every case succeeded, 1 when some failed, 2 for usage errors or no input found.
 """
 
@@ -176,6 +178,7 @@ def main(argv: list[str]) -> int:
             try:
                 result = logic.run(volumeNode, settings, progressCallback=progress, showIn3D=False)
                 written = save_case(result, name, args.output, args.overwrite)
+                written += logic.saveDicomOutputs(result, args.output, name, args.overwrite)
                 print(f"{name}: {result.summaryText}")
                 for path in written:
                     print(f"  {path}")
