@@ -343,6 +343,7 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--overlap", type=float, help="inference sliding-window overlap (training's)")
     p.add_argument("--model-version", default="1.0.0", help="version string in the manifest (1.0.0)")
     p.add_argument("--description", help="description in the manifest")
+    p.add_argument("--licence", help="licence of the weights in the manifest (say so when the data is non-commercial)")
     p.add_argument("--fp32", action="store_true", help="store float32 weights (default: float16, half the size)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing bundle folder")
     p.add_argument("--json", action="store_true", help="print the result as JSON")

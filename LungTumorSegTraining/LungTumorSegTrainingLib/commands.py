@@ -351,6 +351,7 @@ def run_export(args: argparse.Namespace) -> int:
         description=args.description or "",
         command=args.command_line,
         ensemble=ensemble_info,
+        licence=args.licence or "",
     )
     _print_result(
         args,

@@ -35,12 +35,15 @@ def make_dataset(
     """
     try:
         if cfg.cache == "memory":
+            # copy_cache=False: the random transforms never modify a cached item in place (crops, flips and
+            # intensity changes make new tensors), and deep-copying a whole CT for every draw would dominate
             return CacheDataset(
                 list(cases),
                 transform,
                 cache_rate=float(cfg.cache_rate),
                 num_workers=max(1, int(cfg.num_workers)),
                 progress=progress,
+                copy_cache=False,
             )
         if cfg.cache == "disk":
             folder = Path(cfg.cache_dir) if cfg.cache_dir else cache_dir

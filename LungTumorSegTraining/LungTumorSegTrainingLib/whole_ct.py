@@ -372,6 +372,57 @@ def evaluate_plan(
     return report
 
 
+CONTEXT_ROIS_MM = (40.0, 80.0, 160.0, None)  # None: the whole scan
+
+
+def context_sweep(
+    case: WholeCtCase,
+    bundle: Any,
+    networks: list,
+    rois_mm: Sequence[float | None] = CONTEXT_ROIS_MM,
+    lesion: int = 0,
+    options: SegmentOptions | None = None,
+) -> list[dict[str, Any]]:
+    """The same reference lesion segmented with more and more anatomy around it.
+
+    Seed-point runs with a cube of each ROI side around the lesion's centre, and (``None``) a run on the whole
+    scan; each keeps the predicted lesion at (or nearest to) the centre and scores it against the reference
+    lesion. A context-independent model gives the same Dice at every size.
+
+    Args:
+        lesion: which reference lesion (largest first).
+    """
+    from LungTumorSegLib.measurements import find_lesions
+    from LungTumorSegLib.postprocess import lesion_at_point
+
+    options = options or SegmentOptions(device="cpu")
+    reference = Reference.load(case)
+    target = find_lesions(reference.tumour)[lesion]
+    ref_mask = np.zeros(reference.tumour.shape, bool)
+    ref_mask[target.slices] = target.mask
+    centre_voxel = np.argwhere(ref_mask).mean(axis=0)
+    centre = (reference.affine @ np.append(centre_voxel, 1.0))[:3]
+    ct = load_volume(case.ct)
+    rows = []
+    for roi in rois_mm:
+        run = SegmentOptions(**{**vars(options), "point_ras": None if roi is None else list(centre)})
+        if roi is not None:
+            run.roi_mm = float(roi)
+        result = segment(ct, bundle, run, networks=networks)
+        label = result.label.array > 0
+        if roi is None:
+            label = lesion_at_point(label.astype(np.uint8), centre_voxel) > 0
+        rows.append(
+            {
+                "roi_mm": roi,
+                "dice": _dice(label & ~reference.ignore, ref_mask),
+                "max_probability_in_lesion": float(result.probability.array[ref_mask].max()),
+                "pred_volume_ml": float(label.sum() * reference.voxel_ml),
+            }
+        )
+    return rows
+
+
 def _case_line(row: dict[str, Any]) -> str:
     return (
         f"{row['case']} ({row['fold']}): {row['detected']}/{row['reference_lesions']} lesions found, "
