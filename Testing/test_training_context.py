@@ -129,3 +129,19 @@ def test_a_cut_sub_volume_has_no_lung_field():
     assert lung_field(ct).found
     part = Volume(ct.array[:40, 30:60, 10:30].copy(), ct.affine)  # a piece of one lung, cut open
     assert not lung_field(part).found
+
+
+def test_portable_makes_every_absolute_path_relative(tmp_path):
+    from LungTumorSegTrainingLib.export import portable
+
+    base = tmp_path / "repo"
+    value = {
+        "checkpoint": str(base / "runs" / "unet" / "checkpoints" / "best.pt"),
+        "command": f"lungtumorseg-train train --data {base / 'runs' / 'data'} --split {tmp_path / 'shared' / 's.json'}",
+        "cases": ["LIDC-IDRI-0001_R_1"],
+        "number": 3,
+    }
+    out = portable(value, base)
+    assert out["checkpoint"] == "runs/unet/checkpoints/best.pt"
+    assert out["command"] == "lungtumorseg-train train --data runs/data --split ../shared/s.json"
+    assert out["cases"] == ["LIDC-IDRI-0001_R_1"] and out["number"] == 3

@@ -126,6 +126,9 @@ def test_export_bundle_runs_in_the_inference_engine(trained, tmp_path):
         "val"
     )
     assert manifest["training"]["command"].startswith("lungtumorseg-train train")
+    text = json.dumps(manifest["training"])
+    assert str(Path.cwd()) not in text and str(trained["run_dir"].resolve()) not in text  # relative paths only
+    assert manifest["training"]["members"][0]["split"]["train_cases"] > 0
     assert manifest["metrics"]["val_dice_mean"] == pytest.approx(read_status(trained["run_dir"])["best_dice"])
     ct = load_volume(CT_4DLUNG)
     result = segment(ct, bundle, SegmentOptions(tta=1, device="cpu"))

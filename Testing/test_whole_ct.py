@@ -15,6 +15,7 @@ from LungTumorSegTrainingLib.whole_ct import (
     Reference,
     find_whole_ct_cases,
     froc_points,
+    peak_points,
     read_plan,
     score_label,
     summarise,
@@ -106,3 +107,21 @@ def test_the_shared_whole_cts_are_found_with_patients_and_licences():
         find_whole_ct_cases(SHARED_DATA, ["nsclc-radiogenomics-R01-001"])
     ref = Reference.load(cases["lidc-idri-0003"])
     assert ref.ignore.sum() > 0 and not (ref.ignore & ref.tumour).any()  # the one-reader nodule
+
+
+def test_lesions_must_reach_the_peak_probability_to_be_kept():
+    from LungTumorSegLib.postprocess import postprocess
+
+    probability = np.zeros((40, 40, 20), np.float32)
+    probability[5:15, 5:15, 5:10] = 0.6  # a lesion the models are unsure of
+    probability[25:35, 25:35, 5:10] = 0.6
+    probability[28:32, 28:32, 6:9] = 0.97  # ...and one with a confident core
+    settings = PostprocessSettings(threshold=0.5, min_lesion_ml=0.0, restrict_to_lung=False)
+    assert postprocess(probability, 0.001, settings).sum() == 1000
+    settings.min_peak_probability = 0.9
+    kept = postprocess(probability, 0.001, settings)
+    assert kept.sum() == 500 and kept[25:35, 25:35, 5:10].all()  # the confident lesion keeps its 0.5 outline
+    ref = Reference(probability > 0.9, np.zeros_like(kept, bool), np.zeros_like(kept, bool), AFFINE)
+    points = {p["min_peak_probability"]: p for p in peak_points(probability, None, ref, settings)}
+    assert points[0.5]["false_positives"] == 1 and points[0.9]["false_positives"] == 0
+    assert points[0.98]["detected"] == 0

@@ -5,11 +5,12 @@ Each step is skipped when its result exists, so an interrupted rebuild continues
 
 1. training data: LIDC-IDRI crops + every labelled whole CT, and the split with its whole-CT
    cross-validation folds (scripts/build_training_data.py)
-2. cross-validation: each member recipe trained once per fold, without that fold's whole CTs (and
-   without any crop of their patients); the LIDC test patients are in no fold's training
+2. cross-validation: each member pre-trained once on nodule crops (patients without a whole CT), then
+   fine-tuned once per fold with whole-CT context, without that fold's whole CTs (and without any crop of
+   their patients); the LIDC test patients are in no fold's training
 3. cross-validated whole-CT scores: every whole CT segmented by the fold model that never saw it
    (``lungtumorseg-train evaluate runs/cv/cv_plan.json --whole-ct``), for the ensemble and per member
-4. the shipped members: the same recipes trained on all whole CTs (the last fold of the split)
+4. the shipped members: the same fine-tuning on all whole CTs (the split's final fold)
 5. export to LungTumorSeg/Resources/Models/lungtumorseg-ensemble (fp16; non-commercial licence, since
    two whole CTs are CC BY-NC)
 6. targets measured (scripts/evaluate_bundle.py) and written into the manifest's metrics
@@ -34,16 +35,21 @@ DATA = f"{RUNS}/bundle-data"
 SPLIT = f"{DATA}/split.json"
 FOLDS = f"{DATA}/cv_folds.json"
 CV = f"{RUNS}/cv"
-# every member: the input geometry the bundle uses, batch norm (eval-mode statistics do not depend on the
-# window), whole-CT context with pasted training nodules, scanner augmentation
-COMMON = ["--spacing", "1.0", "1.0", "1.5", "--patch-size", "96", "96", "64", "--norm", "batch"]
-COMMON += ["--batch-size", "2", "--samples-per-case", "2", "--pos-ratio", "0.5", "--loss", "dicece"]
-COMMON += ["--scanner-augment", "--context-cases", "_whole$", "--context-share", "0.5"]
-COMMON += ["--paste-prob", "0.7", "--paste-scale", "0.7", "2.5", "--val-every", "5", "--warmup-epochs", "2"]
-RECIPES = {
-    "unet": ["--arch", "UNet", "--unet-channels", "16", "32", "64", "128", "256", "--unet-res-units", "1"]
-    + ["--steps-per-epoch", "50", "--epochs", "40", "--lr", "1e-3"],
-}
+# the member network: batch norm (eval-mode statistics do not depend on the window), 5 levels (receptive
+# field ~120 voxels, for tumours of 5-9 cm), at the bundle's input spacing
+NET = ["--arch", "UNet", "--unet-channels", "16", "32", "64", "128", "256", "--unet-res-units", "1"]
+NET += ["--norm", "batch", "--spacing", "1.0", "1.0", "1.5", "--loss", "dicece", "--scanner-augment"]
+# stage 1, shared by every fold: nodules, from the crops of patients without a whole CT (the split's last fold)
+PRETRAIN = [*NET, "--patch-size", "64", "64", "32", "--batch-size", "2", "--samples-per-case", "2"]
+PRETRAIN += ["--pos-ratio", "0.67", "--steps-per-epoch", "50", "--epochs", "40", "--val-every", "10"]
+PRETRAIN += ["--lr", "1e-3", "--warmup-epochs", "1"]
+# stage 2, per fold: whole-CT context (half the draws), training nodules pasted into whole-CT lung, negatives
+# centred on tissue (vessels, hilum, heart, chest wall, diaphragm)
+FINETUNE = [*NET, "--patch-size", "96", "96", "64", "--batch-size", "2", "--samples-per-case", "2"]
+FINETUNE += ["--pos-ratio", "0.5", "--context-cases", "_whole$", "--context-share", "0.5", "--negative-min-hu", "-500"]
+FINETUNE += ["--paste-prob", "0.7", "--paste-scale", "0.7", "2.5", "--steps-per-epoch", "50", "--epochs", "30"]
+FINETUNE += ["--val-every", "5", "--lr", "5e-4", "--warmup-epochs", "1"]
+RECIPES = {"unet": (PRETRAIN, FINETUNE)}
 EXPORT = ["--name", "lungtumorseg-ensemble", "--model-version", "0.3.0", "--patch-size", "128", "128", "96"]
 EXPORT += ["--overlap", "0.25", "--tta", "2", "--min-lesion-ml", "0.05"]
 LICENCE = (
@@ -67,16 +73,36 @@ def status(folder: str) -> str | None:
     return json.loads(path.read_text(encoding="utf-8")).get("state") if path.is_file() else None
 
 
-def train(member: str, fold: int, folder: str, machine: list[str]) -> None:
-    """Train (or resume, or skip when finished) one member on one fold of the split."""
+def train(options: list[str], folder: str, machine: list[str]) -> None:
+    """Train (or resume, or skip when finished) one run."""
     state = status(folder)
     if state == "finished":
         return
     if state in ("stopped", "failed", "running") and (ROOT / folder / "checkpoints" / "last.pt").is_file():
         run(tool("lungtumorseg-train"), "resume", folder, *machine)
         return
-    options = ["--data", DATA, "--split", SPLIT, "--fold", str(fold), "-o", folder, *COMMON, *RECIPES[member]]
-    run(tool("lungtumorseg-train"), "train", *options, "--seed", "0", *machine)
+    run(
+        tool("lungtumorseg-train"),
+        "train",
+        "--data",
+        DATA,
+        "--split",
+        SPLIT,
+        "-o",
+        folder,
+        *options,
+        "--seed",
+        "0",
+        *machine,
+    )
+
+
+def train_member(member: str, fold: int, folder: str, pretrain_fold: int, machine: list[str]) -> None:
+    """A member on one fold: the shared nodule pre-training, then the fold's whole-CT fine-tuning from it."""
+    pretrain, finetune = RECIPES[member]
+    pretrained = f"{RUNS}/{member}-pretrain"
+    train([*pretrain, "--fold", str(pretrain_fold)], pretrained, machine)
+    train([*finetune, "--fold", str(fold), "--init-weights", pretrained], folder, machine)
 
 
 def write_plan(folds: list[dict], members: list[str], path: Path, output: dict) -> None:
@@ -108,13 +134,14 @@ def main() -> None:
     if not (ROOT / SPLIT).is_file():
         run(sys.executable, "scripts/build_training_data.py", "--data", DATA_ROOT, "--out", DATA)
     folds = json.loads((ROOT / FOLDS).read_text(encoding="utf-8"))["folds"]
-    cv_folds = [f for f in folds if not f["final"]]
+    cv_folds = [f for f in folds if not f["final"] and not f.get("pretrain")]
     final = next(f["fold"] for f in folds if f["final"])
+    pretrain = next(f["fold"] for f in folds if f.get("pretrain"))
     output = {"patch_size": [int(s) for s in EXPORT[EXPORT.index("--patch-size") + 1 :][:3]], "overlap": 0.25}
     if not args.skip_cv:
         for member in args.members:
             for fold in cv_folds:
-                train(member, fold["fold"], f"{CV}/{member}-f{fold['fold']}", machine)
+                train_member(member, fold["fold"], f"{CV}/{member}-f{fold['fold']}", pretrain, machine)
         plans = {"ensemble": args.members, **({m: [m] for m in args.members} if len(args.members) > 1 else {})}
         for label, members in plans.items():
             plan = ROOT / CV / f"cv_plan_{label}.json"
@@ -132,7 +159,7 @@ def main() -> None:
                     out,
                 )
     for member in args.members:
-        train(member, final, f"{RUNS}/{member}", machine)
+        train_member(member, final, f"{RUNS}/{member}", pretrain, machine)
     sources = [f"{RUNS}/{member}" for member in args.members]
     card = ROOT / args.out / MODEL_CARD
     card_text = card.read_text(encoding="utf-8") if card.is_file() else None

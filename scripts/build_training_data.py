@@ -9,7 +9,8 @@
 - ``split.json``: the LIDC patients' validation and test lists are those of every earlier bundle
   (``scripts/data/lidc_split_patients.json``; the test patients stay out of all training and choices).
   Folds 0..K-1 are the whole-CT cross-validation folds (each leaves out the whole CTs of ``CV_FOLDS[k]``
-  and every crop of their patients); fold K trains on all whole CTs (the shipped model).
+  and every crop of their patients); fold K trains on all whole CTs (the shipped model); fold K+1 holds
+  the crops of patients without a whole CT only (nodule pre-training that every other fold may start from).
   ``cv_folds.json`` names each fold's held-out whole CTs.
 
     python scripts/build_training_data.py [--data ../shared/data] [--out runs/bundle-data]
@@ -79,6 +80,16 @@ def build_split(crops: list[str], whole: dict[str, str]) -> tuple[Split, list[di
         train = [c for c in usable if c not in set(val)] + trained_whole
         folds.append({"train": sorted(train), "val": sorted(val)})
         held_out.append({"fold": index, "whole_ct": list(names), "final": not names})
+    # crops only, without any patient of a whole CT: the nodule pre-training every fold may start from
+    whole_patients = {patient_id(w, PATIENT_PATTERN) for w in whole.values()}
+    crops_only = [c for c in crops if patient_id(c) not in whole_patients | test_patients]
+    folds.append(
+        {
+            "train": sorted(c for c in crops_only if patient_id(c) not in val_patients),
+            "val": sorted(c for c in crops_only if patient_id(c) in val_patients),
+        }
+    )
+    held_out.append({"fold": len(folds) - 1, "whole_ct": [], "final": False, "pretrain": True})
     all_cases = [*crops, *whole.values()]
     split = Split(
         folds=folds,

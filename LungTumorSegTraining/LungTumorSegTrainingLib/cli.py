@@ -176,6 +176,11 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--batch-size", type=int, help=f"cases per step ({d.batch_size}); patches = cases x samples")
     g.add_argument("--samples-per-case", type=int, help=f"patches drawn per case ({d.samples_per_case})")
     g.add_argument("--pos-ratio", type=float, help=f"fraction of patches centred on tumour ({d.pos_ratio})")
+    g.add_argument(
+        "--negative-min-hu",
+        type=float,
+        help="centre negative patches only on voxels above this HU (-500: tissue, not lung air; default: anywhere)",
+    )
     g.add_argument("--lr", type=float, help=f"peak learning rate, AdamW ({d.lr})")
     g.add_argument("--weight-decay", type=float, help=f"AdamW weight decay ({d.weight_decay})")
     g.add_argument(

@@ -40,6 +40,7 @@ TRAIN_OPTIONS = (
     "batch_size",
     "samples_per_case",
     "pos_ratio",
+    "negative_min_hu",
     "epochs",
     "steps_per_epoch",
     "lr",

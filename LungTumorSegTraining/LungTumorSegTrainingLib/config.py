@@ -45,6 +45,7 @@ class TrainConfig:
     batch_size: int = 2
     samples_per_case: int = 2
     pos_ratio: float = 0.67
+    negative_min_hu: float | None = None
     augment: bool = True
     scanner_augment: bool = False
     context_cases: str = ""

@@ -45,6 +45,7 @@ from .context_transforms import (
     RandPasteLesiond,
     RandSliceThicknessd,
     SplitIgnored,
+    scaled,
 )
 from .datalist import check_label_values
 
@@ -100,7 +101,10 @@ def preprocessing(
     chain.append(EnsureTyped(keys=keys, dtype="float32"))
     if training:
         # patch centres, computed once per case and cached (whole CTs have tens of millions of voxels)
-        chain.append(FgBgToIndicesd(keys="label", image_key="image", image_threshold=0.0))
+        # negative centres: anywhere in the image, or (negative_min_hu) only on tissue: vessels, hilum, heart,
+        # chest wall, diaphragm and liver dome, where a model trained on nodules finds its false positives
+        floor = 0.0 if cfg.negative_min_hu is None else scaled(cfg.negative_min_hu, cfg.hu_window)
+        chain.append(FgBgToIndicesd(keys="label", image_key="image", image_threshold=floor))
         if cfg.paste_prob > 0:
             chain.append(LungMaskd(cfg.spacing_mm, cfg.hu_window))
     return chain

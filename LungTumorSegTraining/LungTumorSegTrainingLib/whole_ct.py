@@ -40,6 +40,7 @@ from .config import write_json_atomic
 CHEST_CT = "chest-ct"
 FP_MIN_ML = 0.1
 FROC_THRESHOLDS = tuple(round(0.1 * i, 1) for i in range(1, 10))
+PEAK_LEVELS = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98)
 NON_COMMERCIAL = "CC BY-NC 3.0"
 # Folder-name prefixes of the shared whole CTs: (patient id as in training case names, licence)
 KNOWN_PATIENTS = {
@@ -214,11 +215,35 @@ def froc_points(
     """Detected lesions and false positives at each threshold (the rest of post-processing as ``settings``)."""
     points = []
     for threshold in thresholds:
-        post = PostprocessSettings(threshold, settings.min_lesion_ml, settings.restrict_to_lung, settings.keep_largest)
+        post = PostprocessSettings(**{**vars(settings), "threshold": float(threshold)})
         label = postprocess(probability, reference.voxel_ml, post, lung_mask)
         score = score_label(label, reference, fp_min_ml)
         points.append(
             {"threshold": float(threshold), "detected": score["detected"], "false_positives": score["false_positives"]}
+        )
+    return points
+
+
+def peak_points(
+    probability: np.ndarray,
+    lung_mask: np.ndarray | None,
+    reference: Reference,
+    settings: PostprocessSettings,
+    levels: Sequence[float] = PEAK_LEVELS,
+    fp_min_ml: float = FP_MIN_ML,
+) -> list[dict[str, float]]:
+    """Detections, false positives and lesion Dice when lesions must reach each peak probability level."""
+    points = []
+    for level in levels:
+        post = PostprocessSettings(**{**vars(settings), "min_peak_probability": float(level)})
+        score = score_label(postprocess(probability, reference.voxel_ml, post, lung_mask), reference, fp_min_ml)
+        points.append(
+            {
+                "min_peak_probability": float(level),
+                "detected": score["detected"],
+                "false_positives": score["false_positives"],
+                "lesion_dice": score["lesion_dice"],
+            }
         )
     return points
 
@@ -237,6 +262,7 @@ def score_case(
         post = PostprocessSettings(**result.info["postprocess"])
         lung = None if result.lung_mask is None else result.lung_mask.array > 0
         row["froc"] = froc_points(result.probability.array, lung, reference, post, fp_min_ml=fp_min_ml)
+        row["peak_sweep"] = peak_points(result.probability.array, lung, reference, post, fp_min_ml=fp_min_ml)
     row["max_probability_in_tumour"] = float(result.probability.array[reference.tumour].max())
     return row
 
