@@ -14,7 +14,9 @@ from LungTumorSegTrainingLib.whole_ct import (
     NON_COMMERCIAL,
     Reference,
     find_whole_ct_cases,
+    choose_min_peak,
     froc_points,
+    nested_peak_choice,
     peak_points,
     read_plan,
     score_label,
@@ -125,3 +127,27 @@ def test_lesions_must_reach_the_peak_probability_to_be_kept():
     points = {p["min_peak_probability"]: p for p in peak_points(probability, None, ref, settings)}
     assert points[0.5]["false_positives"] == 1 and points[0.9]["false_positives"] == 0
     assert points[0.98]["detected"] == 0
+
+
+def _sweep_row(fold, case, sweep):
+    """A report row with a peak sweep: {level: (detected, false positives)}, one reference lesion."""
+    points = [
+        {"min_peak_probability": level, "detected": d, "false_positives": fp, "lesion_dice": 0.8 * d}
+        for level, (d, fp) in sweep.items()
+    ]
+    return {"fold": fold, "case": case, "reference_lesions": 1, "peak_sweep": points}
+
+
+def test_the_peak_level_is_chosen_on_the_other_folds_only():
+    rows = [
+        _sweep_row("fold0", "a", {0.5: (1, 3), 0.9: (1, 1), 0.98: (0, 0)}),
+        _sweep_row("fold1", "b", {0.5: (1, 2), 0.9: (1, 0), 0.98: (1, 0)}),
+        _sweep_row("fold2", "c", {0.5: (1, 4), 0.9: (0, 0), 0.98: (0, 0)}),
+    ]
+    assert choose_min_peak(rows) == 0.5  # 0.9 would lose case c's lesion
+    choice = nested_peak_choice(rows)
+    assert choice["per_fold"] == {"fold0": 0.5, "fold1": 0.5, "fold2": 0.9}  # fold2: chosen on a and b
+    cv = choice["cross_validated"]
+    assert cv["sensitivity"] == pytest.approx(2 / 3)  # c is lost at the level its fold did not choose
+    assert cv["false_positives_per_ct"] == pytest.approx((3 + 2 + 0) / 3)
+    assert nested_peak_choice([{"fold": "fold0", "case": "a"}]) is None  # no sweep, no choice

@@ -145,19 +145,10 @@ def main() -> None:
         plans = {"ensemble": args.members, **({m: [m] for m in args.members} if len(args.members) > 1 else {})}
         for label, members in plans.items():
             plan = ROOT / CV / f"cv_plan_{label}.json"
-            report = ROOT / CV / f"whole_ct_{label}" / "whole_ct.json"
-            if not report.is_file():
-                write_plan(cv_folds, members, plan, output)
-                out = f"{CV}/whole_ct_{label}"
-                run(
-                    tool("lungtumorseg-train"),
-                    "evaluate",
-                    str(plan.relative_to(ROOT)),
-                    "--whole-ct",
-                    DATA_ROOT,
-                    "-o",
-                    out,
-                )
+            write_plan(cv_folds, members, plan, output)
+            # a case scored before by the same model is reused: this resumes, and is cheap once done
+            evaluate = [tool("lungtumorseg-train"), "evaluate", str(plan.relative_to(ROOT)), "--whole-ct", DATA_ROOT]
+            run(*evaluate, "-o", f"{CV}/whole_ct_{label}")
     for member in args.members:
         train_member(member, final, f"{RUNS}/{member}", pretrain, machine)
     sources = [f"{RUNS}/{member}" for member in args.members]

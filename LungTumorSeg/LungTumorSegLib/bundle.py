@@ -196,6 +196,10 @@ def validate_manifest(manifest: dict[str, Any], where: Path | str = "manifest") 
             f"input.patch_size {spec['patch_size']} must be a multiple of {multiple} for {member['architecture']}",
         )
     need(0.0 <= float(manifest["output"].get("threshold", 0.5)) <= 1.0, "output.threshold must be in [0, 1]")
+    need(
+        0.0 <= float(manifest["output"].get("min_peak_probability", 0.0)) <= 1.0,
+        "output.min_peak_probability must be in [0, 1]",
+    )
 
 
 def find_bundle(name_or_path: str | None) -> ModelBundle:

@@ -344,6 +344,12 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--min-lesion-ml", type=float, default=0.05, help="drop smaller lesions at inference (0.05)")
     p.add_argument("--no-lung-filter", action="store_true", help="do not restrict lesions to the lung field")
     p.add_argument("--keep-largest", action="store_true", help="keep only the largest lesion at inference")
+    p.add_argument(
+        "--min-peak-probability",
+        type=float,
+        default=0.0,
+        help="drop lesions whose highest probability stays below this (0: off; see evaluate --whole-ct)",
+    )
     p.add_argument("--patch-size", type=int, nargs=3, metavar=("X", "Y", "Z"), help="inference window (training's)")
     p.add_argument("--overlap", type=float, help="inference sliding-window overlap (training's)")
     p.add_argument("--model-version", default="1.0.0", help="version string in the manifest (1.0.0)")

@@ -332,6 +332,7 @@ def run_export(args: argparse.Namespace) -> int:
         min_lesion_ml=args.min_lesion_ml,
         restrict_to_lung=not args.no_lung_filter,
         keep_largest=args.keep_largest,
+        min_peak_probability=args.min_peak_probability,
         tta_flips=args.tta,
         overlap=args.overlap,
         patch_size=args.patch_size,

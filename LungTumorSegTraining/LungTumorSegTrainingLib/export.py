@@ -59,6 +59,7 @@ class OutputSettings:
     min_lesion_ml: float = DEFAULT_MIN_LESION_ML
     restrict_to_lung: bool = True
     keep_largest: bool = False
+    min_peak_probability: float = 0.0
     tta_flips: int = DEFAULT_TTA_FLIPS
     overlap: float | None = None
     patch_size: list[int] | None = None
@@ -168,6 +169,7 @@ def build_manifest(
             "min_lesion_ml": float(settings.min_lesion_ml),
             "restrict_to_lung": bool(settings.restrict_to_lung),
             "keep_largest": bool(settings.keep_largest),
+            "min_peak_probability": float(settings.min_peak_probability),
         },
         "tta": {"flips": int(settings.tta_flips)},
     }

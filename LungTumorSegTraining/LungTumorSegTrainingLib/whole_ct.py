@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
+from LungTumorSegLib.bundle import sha256_of
 from LungTumorSegLib.errors import InputError
 from LungTumorSegLib.image_io import load_volume
 from LungTumorSegLib.measurements import Component, measure_lesions
@@ -295,6 +296,51 @@ def summarise(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     return summary
 
 
+def choose_min_peak(rows: Sequence[dict[str, Any]]) -> float:
+    """The peak level that keeps the most reference lesions, then gives the fewest false positives (the highest
+    such level when several tie)."""
+    levels = [point["min_peak_probability"] for point in rows[0]["peak_sweep"]]
+
+    def totals(i: int) -> tuple[int, int, float]:
+        detected = sum(row["peak_sweep"][i]["detected"] for row in rows)
+        return detected, -sum(row["peak_sweep"][i]["false_positives"] for row in rows), levels[i]
+
+    return levels[max(range(len(levels)), key=totals)]
+
+
+def nested_peak_choice(rows: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+    """Choose ``min_peak_probability`` honestly: each fold's level is chosen on the other folds' cases only, and
+    scored on its own cases; the level for the shipped model is chosen on all cases."""
+    if not rows or any("peak_sweep" not in row for row in rows):
+        return None
+    folds = sorted({row["fold"] for row in rows})
+    per_fold, scored = {}, []
+    for fold in folds:
+        others = [row for row in rows if row["fold"] != fold]
+        if not others:
+            continue
+        level = choose_min_peak(others)
+        per_fold[fold] = level
+        for row in rows:
+            if row["fold"] == fold:
+                point = next(p for p in row["peak_sweep"] if p["min_peak_probability"] == level)
+                scored.append({**point, "case": row["case"], "reference_lesions": row["reference_lesions"]})
+    choice: dict[str, Any] = {
+        "rule": "most reference lesions kept, then fewest false positives, then the highest level",
+        "all_folds": choose_min_peak(rows),
+        "per_fold": per_fold,
+    }
+    if scored:
+        lesions = sum(p["reference_lesions"] for p in scored)
+        choice["cross_validated"] = {
+            "cases": scored,
+            "sensitivity": sum(p["detected"] for p in scored) / max(lesions, 1),
+            "false_positives_per_ct": _mean([p["false_positives"] for p in scored]),
+            "mean_lesion_dice_over_cases": _mean([p["lesion_dice"] for p in scored]),
+        }
+    return choice
+
+
 @dataclass
 class FoldPlan:
     """One fold of a cross-validation plan: a model and the whole CTs it never trained on."""
@@ -371,24 +417,44 @@ def evaluate_plan(
     """
     options = options or SegmentOptions(device="cpu")
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "cases").mkdir(parents=True, exist_ok=True)
     rows = []
     for fold in folds:
-        bundle, networks = load_fold_model(fold, options.device if options.device != "auto" else "cpu")
-        for case in find_whole_ct_cases(data_root, fold.cases):
-            tick = time.perf_counter()
-            ct = load_volume(case.ct)
-            result = segment(ct, bundle, options, networks=networks)
-            row = {"fold": fold.name, **score_case(case, result, fp_min_ml)}
-            row["seconds"] = round(time.perf_counter() - tick, 1)
+        fingerprint = {"models": model_fingerprint(fold.model), "options": repr(options), "fp_min_ml": fp_min_ml}
+        cases = find_whole_ct_cases(data_root, fold.cases)
+        pending = [c for c in cases if _cached_row(out_dir, c, fingerprint, pictures) is None]
+        if pending:
+            bundle, networks = load_fold_model(fold, options.device if options.device != "auto" else "cpu")
+        for case in cases:
+            row = _cached_row(out_dir, case, fingerprint, pictures)
+            if row is None:
+                tick = time.perf_counter()
+                ct = load_volume(case.ct)
+                result = segment(ct, bundle, options, networks=networks)
+                row = {"fold": fold.name, **score_case(case, result, fp_min_ml)}
+                row["seconds"] = round(time.perf_counter() - tick, 1)
+                if pictures:
+                    from .plots import save_lesion_panels
+
+                    save_lesion_panels(ct, Reference.load(case), result, out_dir / f"{case.name}_lesions.png", row)
+                write_json_atomic(out_dir / "cases" / f"{case.name}.json", {"fingerprint": fingerprint, "row": row})
+            else:
+                log(f"{case.name}: scored before with the same model and options (reused)")
             rows.append(row)
             log(_case_line(row))
-            if pictures:
-                from .plots import save_lesion_panels
-
-                save_lesion_panels(ct, Reference.load(case), result, out_dir / f"{case.name}_lesions.png", row)
     summary = summarise(rows)
     report = {"summary": summary, "cases": rows, "fp_min_ml": fp_min_ml, "folds": [vars(f) for f in folds]}
+    choice = nested_peak_choice(rows)
+    if choice is not None:
+        report["peak_choice"] = choice
+        log(f"min_peak_probability chosen on all cases: {choice['all_folds']}")
+        if "cross_validated" in choice:
+            cv = choice["cross_validated"]
+            log(
+                f"with each fold's level chosen on the other folds {choice['per_fold']}: sensitivity "
+                f"{cv['sensitivity']:.2f}, {cv['false_positives_per_ct']:.2f} FP/CT, "
+                f"lesion Dice {cv['mean_lesion_dice_over_cases']:.2f}"
+            )
     write_json_atomic(out_dir / "whole_ct.json", report)
     _write_csv(rows, out_dir / "whole_ct.csv")
     if pictures and "froc" in summary:
@@ -396,6 +462,32 @@ def evaluate_plan(
 
         save_froc(summary["froc"], out_dir / "froc.png", title=f"{len(rows)} whole CTs, {summary['lesions']} lesions")
     return report
+
+
+def model_fingerprint(models: Sequence[str]) -> list[str]:
+    """SHA-256 of each model's weights (a run's ``checkpoints/best.pt``, a bundle's ``manifest.json``).
+
+    A bundle's manifest holds the checksums of its weight files; a model given by name is its name.
+    """
+    digests = []
+    for model in models:
+        path = Path(model)
+        candidates = [path / "checkpoints" / "best.pt", path / "manifest.json", path]
+        found = next((c for c in candidates if c.is_file()), None)
+        digests.append(sha256_of(found) if found is not None else str(model))
+    return digests
+
+
+def _cached_row(out_dir: Path, case: WholeCtCase, fingerprint: dict, pictures: bool) -> dict[str, Any] | None:
+    """The case's row from an earlier run with the same models and options (an interrupted evaluation resumes)."""
+    path = out_dir / "cases" / f"{case.name}.json"
+    if not path.is_file() or (pictures and not (out_dir / f"{case.name}_lesions.png").is_file()):
+        return None
+    try:
+        cached = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+    return cached["row"] if cached.get("fingerprint") == fingerprint else None
 
 
 CONTEXT_ROIS_MM = (40.0, 80.0, 160.0, None)  # None: the whole scan
