@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import SHARED_DATA, shared
+from conftest import POINTWISE_CENTRE, SHARED_DATA, make_pointwise_bundle, shared
 
 from LungTumorSegLib.errors import InputError
 from LungTumorSegLib.postprocess import PostprocessSettings
@@ -15,6 +15,7 @@ from LungTumorSegTrainingLib.whole_ct import (
     Reference,
     find_whole_ct_cases,
     choose_min_peak,
+    evaluate_plan,
     froc_points,
     nested_peak_choice,
     peak_points,
@@ -151,3 +152,23 @@ def test_the_peak_level_is_chosen_on_the_other_folds_only():
     assert cv["sensitivity"] == pytest.approx(2 / 3)  # c is lost at the level its fold did not choose
     assert cv["false_positives_per_ct"] == pytest.approx((3 + 2 + 0) / 3)
     assert nested_peak_choice([{"fold": "fold0", "case": "a"}]) is None  # no sweep, no choice
+
+
+@pytest.mark.slow  # about 40 s alone on 2 cores: three whole-CT runs with their FROC and peak sweeps
+def test_a_plan_evaluation_resumes_and_rescores_a_changed_model(tmp_path):
+    shared("chest-ct/ibsi-ct-phantom-nsclc")
+    make_pointwise_bundle(tmp_path / "model", spacing=(4.0, 4.0, 4.0))
+    plan = tmp_path / "plan.json"
+    plan.write_text(json.dumps({"folds": [{"name": "f0", "model": "model", "cases": ["ibsi-ct-phantom-nsclc"]}]}))
+    logs: list[str] = []
+    first = evaluate_plan(read_plan(plan), SHARED_DATA, tmp_path / "out", pictures=False, log=logs.append)
+    (row,) = first["cases"]
+    assert row["reference_lesions"] == 1 and len(row["froc"]) > 1 and "peak_choice" in first
+    assert not any("reused" in line for line in logs)
+    again = evaluate_plan(read_plan(plan), SHARED_DATA, tmp_path / "out", pictures=False, log=logs.append)
+    assert again["cases"] == first["cases"] and any("reused" in line for line in logs)
+    make_pointwise_bundle(tmp_path / "model2", spacing=(4.0, 4.0, 4.0), centres=(POINTWISE_CENTRE + 0.05,))
+    plan.write_text(plan.read_text().replace('"model": "model"', '"model": "model2"'))
+    logs.clear()
+    evaluate_plan(read_plan(plan), SHARED_DATA, tmp_path / "out", pictures=False, log=logs.append)
+    assert not any("reused" in line for line in logs)  # new weights: scored again
