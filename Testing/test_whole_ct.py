@@ -13,9 +13,9 @@ from LungTumorSegLib.postprocess import PostprocessSettings
 from LungTumorSegTrainingLib.whole_ct import (
     NON_COMMERCIAL,
     Reference,
-    find_whole_ct_cases,
     choose_min_peak,
     evaluate_plan,
+    find_whole_ct_cases,
     froc_points,
     nested_peak_choice,
     peak_points,
