@@ -122,6 +122,14 @@ def write_plan(folds: list[dict], members: list[str], path: Path, output: dict) 
     path.write_text(json.dumps(plan, indent=1) + "\n", encoding="utf-8")
 
 
+def chosen_min_peak() -> float:
+    """The lesion-level confidence filter chosen on the cross-validated whole CTs (0, off, without them)."""
+    report = ROOT / CV / "whole_ct_ensemble" / "whole_ct.json"
+    if not report.is_file():
+        return 0.0
+    return float(json.loads(report.read_text(encoding="utf-8")).get("peak_choice", {}).get("all_folds", 0.0))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="auto", help="training device (auto, cpu, cuda)")
@@ -154,10 +162,14 @@ def main() -> None:
     sources = [f"{RUNS}/{member}" for member in args.members]
     card = ROOT / args.out / MODEL_CARD
     card_text = card.read_text(encoding="utf-8") if card.is_file() else None
-    run(tool("lungtumorseg-train"), "export", *sources, "--out", args.out, *EXPORT, "--licence", LICENCE, "--overwrite")
+    export = [*EXPORT, "--licence", LICENCE, "--min-peak-probability", str(chosen_min_peak())]
+    run(tool("lungtumorseg-train"), "export", *sources, "--out", args.out, *export, "--overwrite")
     if card_text is not None:  # export replaces the whole folder; the model card is not one of its files
         card.write_text(card_text, encoding="utf-8")
     evaluation = ["--split", SPLIT, "-o", f"{RUNS}/eval", "--member-times", "--write-manifest"]
+    context_fold = next((f for f in cv_folds if "lidc-idri-0001" in f["whole_ct"]), None)
+    if context_fold is not None and not args.skip_cv:  # the context check also by a model that never saw the case
+        evaluation += ["--context-model", f"{CV}/{args.members[0]}-f{context_fold['fold']}"]
     cv_report = ROOT / CV / "whole_ct_ensemble" / "whole_ct.json"
     if cv_report.is_file():
         evaluation += ["--cv-report", str(cv_report.relative_to(ROOT))]

@@ -114,6 +114,7 @@ def add_to_manifest(manifest_path: Path, metrics: dict[str, Any]) -> None:
     """
     manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
     names = {"r01": "unlabelled_full_ct", "lidc_test": "lidc_test", "context": "context", "whole_ct_cv": "whole_ct_cv"}
+    names["context_cv"] = "context_cross_validated"
     for key, name in names.items():
         if key in metrics:
             manifest.setdefault("metrics", {}).setdefault(name, {}).update(metrics[key])
@@ -130,6 +131,7 @@ def cv_summary(report_path: Path) -> dict[str, Any]:
         "report": str(report_path),
         "summary": {k: v for k, v in report["summary"].items() if k != "froc"},
         "froc": report["summary"].get("froc"),
+        "peak_choice": {k: v for k, v in report.get("peak_choice", {}).items() if k != "cases"},
         "cases": {row["case"]: {k: row[k] for k in keys} for row in report["cases"]},
     }
 
@@ -143,7 +145,7 @@ def main() -> None:
     parser.add_argument("--max-cases", type=int, default=0, help="only the first N LIDC test crops")
     parser.add_argument("--skip-lidc", action="store_true")
     parser.add_argument("--skip-context", action="store_true")
-    parser.add_argument("--context-model", help="model for the context check (default: MODEL)")
+    parser.add_argument("--context-model", help="also run the context check with this model (one that never saw it)")
     parser.add_argument("--cv-report", type=Path, help="whole_ct.json of the cross-validated whole-CT evaluation")
     parser.add_argument("--skip-r01", action="store_true")
     parser.add_argument("--member-times", action="store_true", help="also time R01-001 with each member alone")
@@ -160,10 +162,12 @@ def main() -> None:
     if args.cv_report:
         metrics["whole_ct_cv"] = cv_summary(args.cv_report)
     if not args.skip_context:
-        pair = load_model(args.context_model, "cpu") if args.context_model else (bundle, networks)
-        metrics["context"] = context(*pair, args.data, CONTEXT_CASE)
-        metrics["context"]["model"] = args.context_model or args.model
+        metrics["context"] = {**context(bundle, networks, args.data, CONTEXT_CASE), "model": args.model}
         print("context:", json.dumps(metrics["context"]), flush=True)
+        if args.context_model:  # e.g. the cross-validation model that never saw the case
+            pair = load_model(args.context_model, "cpu")
+            metrics["context_cv"] = {**context(*pair, args.data, CONTEXT_CASE), "model": args.context_model}
+            print("context (held-out model):", json.dumps(metrics["context_cv"]), flush=True)
     if not args.skip_r01:
         metrics["r01"] = r01(bundle, networks, args.data, args.out, args.member_times)
         print("R01-001:", json.dumps(metrics["r01"]), flush=True)
