@@ -299,13 +299,14 @@ def summarise(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
 def choose_min_peak(rows: Sequence[dict[str, Any]]) -> float:
     """The peak level that keeps the most reference lesions, then gives the fewest false positives (the highest
     such level when several tie)."""
-    levels = [point["min_peak_probability"] for point in rows[0]["peak_sweep"]]
+    sweeps = [{point["min_peak_probability"]: point for point in row["peak_sweep"]} for row in rows]
+    levels = sorted(set.intersection(*(set(sweep) for sweep in sweeps)))  # rows scored with other levels
 
-    def totals(i: int) -> tuple[int, int, float]:
-        detected = sum(row["peak_sweep"][i]["detected"] for row in rows)
-        return detected, -sum(row["peak_sweep"][i]["false_positives"] for row in rows), levels[i]
+    def totals(level: float) -> tuple[int, int, float]:
+        detected = sum(sweep[level]["detected"] for sweep in sweeps)
+        return detected, -sum(sweep[level]["false_positives"] for sweep in sweeps), level
 
-    return levels[max(range(len(levels)), key=totals)]
+    return max(levels, key=totals)
 
 
 def nested_peak_choice(rows: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
