@@ -421,7 +421,13 @@ def evaluate_plan(
     (out_dir / "cases").mkdir(parents=True, exist_ok=True)
     rows = []
     for fold in folds:
-        fingerprint = {"models": model_fingerprint(fold.model), "options": repr(options), "fp_min_ml": fp_min_ml}
+        fingerprint = {
+            "models": model_fingerprint(fold.model),
+            "weights": fold.weights,
+            "output": fold.output,
+            "options": repr(options),
+            "fp_min_ml": fp_min_ml,
+        }
         cases = find_whole_ct_cases(data_root, fold.cases)
         pending = [c for c in cases if _cached_row(out_dir, c, fingerprint, pictures) is None]
         if pending:
