@@ -51,7 +51,7 @@ FINETUNE += ["--paste-prob", "0.7", "--paste-scale", "0.7", "2.5", "--steps-per-
 FINETUNE += ["--val-every", "5", "--lr", "5e-4", "--warmup-epochs", "1"]
 RECIPES = {"unet": (PRETRAIN, FINETUNE)}
 EXPORT = ["--name", "lungtumorseg-ensemble", "--model-version", "0.3.0", "--patch-size", "128", "128", "96"]
-EXPORT += ["--overlap", "0.25", "--tta", "2", "--min-lesion-ml", "0.05"]
+EXPORT += ["--overlap", "0.5", "--tta", "2", "--min-lesion-ml", "0.05"]
 LICENCE = (
     "CC BY-NC 3.0 (non-commercial): trained on NSCLC-Radiomics LUNG1-001 and the IBSI CT phantom (CC BY-NC 3.0) "
     "besides CC BY 3.0 data (LIDC-IDRI, 4D-Lung); code Apache-2.0"
@@ -145,7 +145,8 @@ def main() -> None:
     cv_folds = [f for f in folds if not f["final"] and not f.get("pretrain")]
     final = next(f["fold"] for f in folds if f["final"])
     pretrain = next(f["fold"] for f in folds if f.get("pretrain"))
-    output = {"patch_size": [int(s) for s in EXPORT[EXPORT.index("--patch-size") + 1 :][:3]], "overlap": 0.25}
+    patch = [int(s) for s in EXPORT[EXPORT.index("--patch-size") + 1 :][:3]]
+    output = {"patch_size": patch, "overlap": float(EXPORT[EXPORT.index("--overlap") + 1])}  # as the bundle
     if not args.skip_cv:
         for member in args.members:
             for fold in cv_folds:
