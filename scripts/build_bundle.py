@@ -52,6 +52,11 @@ FINETUNE += ["--val-every", "5", "--lr", "5e-4", "--warmup-epochs", "1"]
 RECIPES = {"unet": (PRETRAIN, FINETUNE)}
 EXPORT = ["--name", "lungtumorseg-ensemble", "--model-version", "0.3.0", "--patch-size", "128", "128", "96"]
 EXPORT += ["--overlap", "0.5", "--tta", "2", "--min-lesion-ml", "0.05"]
+EXPORT += [
+    "--description",
+    "Lung tumour UNet for whole chest CT (batch norm; nodule pre-training, then whole-CT context fine-tuning); "
+    "rebuild: make bundle (scripts/build_bundle.py)",
+]
 LICENCE = (
     "CC BY-NC 3.0 (non-commercial): trained on NSCLC-Radiomics LUNG1-001 and the IBSI CT phantom (CC BY-NC 3.0) "
     "besides CC BY 3.0 data (LIDC-IDRI, 4D-Lung); code Apache-2.0"
