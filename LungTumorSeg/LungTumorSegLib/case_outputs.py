@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .image_io import image_format, save_volume
-from .image_names import image_stem
+from .image_io import ImageHeader, image_format, save_volume
+from .image_names import IMAGE_SUFFIXES, image_stem
 from .measurements import CaseMeasurements, measure_lesions
 from .outputs import OutputSet
 from .overlay import write_overlay_png
@@ -29,14 +29,31 @@ def image_suffix(path: Path, fmt: str) -> str:
     return ".nii.gz" if fmt == "nifti" else ".nrrd"
 
 
-def output_names(path: Path, fmt: str = "auto", pictures: bool = True) -> list[str]:
+def output_names(path: Path, fmt: str = "auto", pictures: bool = True, stem: str | None = None) -> list[str]:
     """Every file name ``segment`` writes for input ``path`` (pictures only when there is a lesion)."""
-    stem, suffix = image_stem(path), image_suffix(path, fmt)
+    stem, suffix = stem or image_stem(path), image_suffix(path, fmt)
     names = [f"{stem}_{name}{suffix}" for name in MAPS] + [f"{stem}_summary.json"]
     names += [p.name for p in measurement_table_paths(".", stem).values()]
     if pictures:
         names += [f"{stem}_{name}" for name in PICTURES.values()]
     return names
+
+
+def output_set_names(stem: str) -> list[str]:
+    """Every name an earlier ``segment`` run may have written for ``stem``, with any format or picture option.
+
+    A new output set replaces this whole set, so no stale file (an old overlay) stays beside new results.
+    """
+    names = [f"{stem}_{name}{suffix}" for name in MAPS for suffix in (".nii.gz", ".nrrd")]
+    names += [f"{stem}_summary.json", *(p.name for p in measurement_table_paths(".", stem).values())]
+    return names + [f"{stem}_{name}" for name in PICTURES.values()]
+
+
+def is_output_file(path: Path) -> bool:
+    """True for a file ``segment`` writes as an image (``<stem>_tumor.nii.gz``, ...): not a CT to segment."""
+    name = Path(path).name.lower()
+    suffix = next((s for s in sorted(IMAGE_SUFFIXES, key=len, reverse=True) if name.endswith(s)), "")
+    return suffix == ".seg.nrrd" or any(name[: -len(suffix) or None].endswith(f"_{kind}") for kind in MAPS)
 
 
 def write_case_outputs(
@@ -48,13 +65,19 @@ def write_case_outputs(
     overwrite: bool = False,
     pictures: bool = True,
     reporter: ProgressReporter | None = None,
+    stem: str | None = None,
+    header: ImageHeader | None = None,
 ) -> tuple[dict[str, Path], dict[str, Any]]:
     """Write label, probability, entropy, mutual information and the JSON summary.
+
+    Args:
+        stem: output name prefix (default: the input's file name without its suffix).
+        header: the input's header; NIfTI outputs copy its sform and qform (see ``save_volume``).
 
     Returns:
         (paths by output kind, the summary dictionary).
     """
-    stem, suffix = image_stem(path), image_suffix(path, fmt)
+    stem, suffix = stem or image_stem(path), image_suffix(path, fmt)
     case = measure_lesions(result.label, ct, result.entropy)
     summary = {
         "input": str(path),
@@ -71,10 +94,10 @@ def write_case_outputs(
         "mutual_information": result.mutual_information,
     }
     kinds: dict[str, str] = {}
-    with OutputSet(out_dir, overwrite) as outputs:
+    with OutputSet(out_dir, overwrite, replaces=output_set_names(stem)) as outputs:
         for kind, volume in volumes.items():
             name = f"{stem}_{kind}{suffix}"
-            outputs.write(name, lambda target, v=volume: save_volume(v, target, overwrite=True))
+            outputs.write(name, lambda target, v=volume: save_volume(v, target, overwrite=True, like=header))
             kinds[name] = kind
         outputs.write_json(f"{stem}_summary.json", summary)
         kinds[f"{stem}_summary.json"] = "summary"
@@ -117,9 +140,10 @@ def _write_pictures(
             written["snapshot"], images["3D tumour spread"] = snapshot.name, snapshot
         except RenderingUnavailableError as exc:
             message = f"3D snapshot skipped: {exc}"
-            LOG.warning(message)
             if reporter:
                 reporter.log("warning", message)
+            else:
+                LOG.warning(message)
     inputs = {"CT": str(path), "Model": f"{result.info.get('model')} {result.info.get('model_version')}"}
     inputs["Device"] = str(result.info.get("device"))
     report = write_html_report(case, folder / f"{stem}_{PICTURES['report']}", images=images, inputs=inputs)

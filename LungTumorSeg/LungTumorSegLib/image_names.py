@@ -17,3 +17,29 @@ def image_stem(path: str | os.PathLike) -> str:
         if name.lower().endswith(suffix):
             return name[: -len(suffix)]
     return Path(name).stem
+
+
+def unique_stems(paths: list[Path]) -> list[str]:
+    """One output stem per input: the image stem, prefixed with parent folder names where stems collide.
+
+    ``a/ct.nii.gz`` and ``b/ct.nii.gz`` give ``a_ct`` and ``b_ct``; a stem used once stays as it is.
+    The caller removes repeated files first. Inputs that no folder prefix tells apart (``ct.nii`` and
+    ``ct.nrrd`` in one folder) keep their colliding stems, for the caller to refuse.
+    """
+    stems = [image_stem(path) for path in paths]
+    groups: dict[str, list[int]] = {}
+    for index, stem in enumerate(stems):
+        groups.setdefault(stem, []).append(index)
+    taken = set(stems)
+    for stem, members in groups.items():
+        if len(members) < 2:
+            continue
+        parents = [Path(paths[i]).resolve().parent.parts for i in members]
+        for depth in range(1, max(len(p) for p in parents) + 1):
+            named = ["_".join([*p[max(1, len(p) - depth) :], stem]) for p in parents]
+            if len(set(named)) == len(named) and not (set(named) & (taken - {stem})):
+                for i, name in zip(members, named):
+                    stems[i] = name
+                taken |= set(named)
+                break
+    return stems
