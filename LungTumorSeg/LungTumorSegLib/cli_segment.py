@@ -169,10 +169,10 @@ def _segment_all(args: argparse.Namespace, reporter: ProgressReporter) -> int:
     def note(message: str) -> None:
         reporter.log("info", message)
 
+    device = resolve_device(args.device)
     files = collect_inputs(args.inputs, note)
     stems = case_stems(files, note)
     bundle = find_bundle(args.model)
-    device = resolve_device(args.device)
     configure_threads(args.threads)
     networks: list = []
     failures: list[tuple[Path, Exception]] = []

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import InputError
-from .image_io import ImageHeader, read_header, read_stored
+from .image_io import ImageHeader, StoredImage, read_header, read_stored
 from .orientation import on_grid_of
 from .validation import (
     check_ct_values,
@@ -43,7 +43,7 @@ def load_ct(path: str | os.PathLike, require_air: bool = True, warn: Warn | None
     check_image_header(header, ct=True)
     for message in geometry_warnings(header):
         (warn or LOG.warning)(message)
-    stored = read_stored(path)
+    stored = _read_stored(path, warn)
     check_ct_values(value_stats(stored.array, stored.slope, stored.inter), str(path), require_air)
     return stored.to_volume(np.float32), header
 
@@ -51,7 +51,7 @@ def load_ct(path: str | os.PathLike, require_air: bool = True, warn: Warn | None
 def load_label(path: str | os.PathLike, what: str = "label") -> Volume:
     """A label map (0 background, > 0.5 lesion; a probability map in 0..1 also passes) in its stored type."""
     check_image_header(read_header(path), ct=False)
-    stored = read_stored(path)
+    stored = _read_stored(path)
     try:
         check_label_values(value_stats(stored.array, stored.slope, stored.inter), str(path))
     except InputError as exc:
@@ -69,7 +69,7 @@ def load_on_grid(path: str | os.PathLike, reference: Volume, kind: str, what: st
         what: the image's role in messages (``"CT"``, ``"entropy map"``, ``"lung mask"``).
     """
     check_image_header(read_header(path), ct=False)
-    stored = read_stored(path)
+    stored = _read_stored(path)
     stats = value_stats(stored.array, stored.slope, stored.inter)
     if kind == "ct":
         check_ct_values(stats, f"{path} (given as the {what})", require_air=False)
@@ -87,6 +87,14 @@ def load_on_grid(path: str | os.PathLike, reference: Volume, kind: str, what: st
     if moved is not volume:
         LOG.info("%s: the %s's voxel axes are ordered differently; re-indexed onto the label's grid", path, what)
     return moved
+
+
+def _read_stored(path: str | os.PathLike, warn: Warn | None = None) -> StoredImage:
+    """``read_stored``, passing on what the reader assumed or fixed (each note naming the file)."""
+    stored = read_stored(path)
+    for note in stored.notes:
+        (warn or LOG.warning)(f"{path}: {note}")
+    return stored
 
 
 def name_the_file(exc: InputError, path: str | os.PathLike) -> InputError:

@@ -28,12 +28,14 @@ MAX_FIELD_OF_VIEW_ACROSS_MM = 750.0  # left-right and front-back (big-bore exten
 MAX_FIELD_OF_VIEW_LENGTH_MM = 2000.0  # head to foot (a whole-body scan)
 # Model-grid voxels the networks may run on in one case: bounds the time (~ 12 min on 2 CPU cores at the limit).
 MAX_MODEL_GRID_VOXELS = 128_000_000
-# Peak bytes per voxel of the input grid, the cropped region and the model grid; measured with
-# Testing/benchmarks/bench_memory.py (peak RSS of whole segment runs) and rounded up.
-BYTES_PER_IMAGE_VOXEL = 40
+# Peak bytes per voxel of the input grid, the cropped region and the model grid, and the fixed cost of
+# torch, MONAI and the networks' sliding-window activations. Measured with Testing/benchmarks/bench_memory.py
+# (peak RSS of whole segment runs: about 23 B per input voxel of an int16 CT, 58 B per model-grid voxel,
+# 0.9 GB fixed) and rounded up, so the estimate errs on the safe side.
+BYTES_PER_IMAGE_VOXEL = 28
 BYTES_PER_REGION_VOXEL = 24
-BYTES_PER_MODEL_VOXEL = 72
-BASE_BYTES = 1 << 30  # torch, MONAI, VTK and the networks themselves
+BYTES_PER_MODEL_VOXEL = 64
+BASE_BYTES = 1 << 30
 MEMORY_LIMIT_ENV = "LUNGTUMORSEG_MAX_MEMORY_GB"
 MEMORY_FRACTION = 0.8  # default limit: this share of the machine's physical memory
 MAX_LABEL_VALUES = 255
@@ -82,7 +84,7 @@ def check_segment_options(options: Any, threads: int | None = None) -> None:
     if options.point_ras is not None:
         point = [float(v) for v in options.point_ras]
         if len(point) != 3 or not all(math.isfinite(v) for v in point):
-            raise InputError(f"--point {' '.join(f'{v:g}' for v in point)}: needs 3 finite RAS coordinates (mm)")
+            raise InputError(f"--point {' '.join(f'{v:g}' for v in point)}: must be 3 finite RAS coordinates (mm)")
     if int(options.sw_batch_size) < 1:
         raise InputError(f"sliding-window batch size must be at least 1, got {options.sw_batch_size}")
 
@@ -145,31 +147,38 @@ def check_image_header(header: Any, ct: bool = True) -> None:
 
 
 def geometry_warnings(header: Any) -> list[str]:
-    """Warnings about geometry that is legal but worth a look: sform/qform disagreement, sheared axes."""
-    warnings = []
+    """Warnings about legal geometry worth a look: a sform and qform that disagree, sheared voxel axes.
+
+    The engine uses nibabel's choice (the sform when its code is > 0). ITK, and so Slicer, also read a
+    rigid sform but fall back to the qform when the sform is sheared; the outputs copy both transforms
+    (``image_io.save_volume(like=...)``), so they line up with the CT in either kind of viewer.
+    """
     path, affine = header.path, np.asarray(header.affine)
+    shear = shear_degrees(affine)
+    offset = 0.0
     if header.sform is not None and header.qform is not None:
         corners = np.array(np.meshgrid(*[[0, n - 1] for n in header.shape[:3]], indexing="ij")).reshape(3, -1)
         corners = np.vstack([corners, np.ones(corners.shape[1])])
         offset = float(np.abs((header.sform - header.qform) @ corners)[:3].max())
-        if offset > 0.01:
-            warnings.append(
-                f"{path}: the sform and the qform disagree (voxel positions differ by up to {offset:.1f} mm); using "
-                "the sform, as nibabel and Slicer do; the outputs keep both, so they line up with the CT in any viewer"
-            )
-    shear = shear_degrees(affine)
+    both = "the outputs carry the same sform and qform, so they line up with the CT in either kind of viewer"
+    if offset > 0.01 and shear > 0.01 and header.sform_code > 0:
+        return [
+            f"{path}: the sform is sheared by {shear:.2f} degrees (e.g. a tilted gantry) and places voxels up to "
+            f"{offset:.1f} mm from the qform; the segmentation uses the sform, as nibabel does, while ITK and "
+            f"Slicer show the image by its qform; {both}"
+        ]
+    if offset > 0.01:
+        return [
+            f"{path}: the sform and the qform disagree (voxel positions differ by up to {offset:.1f} mm); the "
+            f"segmentation uses the {'sform' if header.sform_code > 0 else 'qform'}, as nibabel, ITK and Slicer do; "
+            f"{both}"
+        ]
     if shear > 0.01:
-        used = "sform" if header.sform_code > 0 else "qform" if header.qform_code > 0 else "header"
-        where = (
-            "; the outputs keep the input's sform and qform, so a viewer that shows the qform (Slicer) lines them up"
-            if header.sform is not None and header.qform is not None
-            else ""
-        )
-        warnings.append(
+        return [
             f"{path}: the voxel axes are not perpendicular (sheared by {shear:.2f} degrees, e.g. a tilted gantry); "
-            f"the segmentation uses the sheared {used} geometry as stored{where}"
-        )
-    return warnings
+            "the segmentation uses this geometry as stored and the outputs keep it"
+        ]
+    return []
 
 
 def shear_degrees(affine: np.ndarray) -> float:
