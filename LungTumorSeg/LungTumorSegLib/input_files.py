@@ -20,7 +20,7 @@ from .orientation import on_grid_of
 from .validation import (
     check_ct_values,
     check_image_header,
-    check_label_values,
+    check_label_map_values,
     check_unit_interval_values,
     geometry_warnings,
     value_stats,
@@ -53,7 +53,7 @@ def load_label(path: str | os.PathLike, what: str = "label") -> Volume:
     check_image_header(read_header(path), ct=False)
     stored = _read_stored(path)
     try:
-        check_label_values(value_stats(stored.array, stored.slope, stored.inter), str(path))
+        check_label_map_values(value_stats(stored.array, stored.slope, stored.inter), str(path))
     except InputError as exc:
         raise InputError(f"{exc} (given as the {what})") from exc
     return stored.to_volume(None)
@@ -76,7 +76,7 @@ def load_on_grid(path: str | os.PathLike, reference: Volume, kind: str, what: st
     elif kind == "entropy":
         check_unit_interval_values(stats, f"{path} (given as the {what})")
     else:
-        check_label_values(stats, f"{path} (given as the {what})")
+        check_label_map_values(stats, f"{path} (given as the {what})")
     volume = stored.to_volume(None if kind == "label" else np.float32)
     moved = on_grid_of(volume, reference)
     if moved is None:

@@ -242,7 +242,7 @@ def check_ct_values(stats: ValueStats, name: str, require_air: bool = True) -> N
         raise InputError(f"{name}: intensities {low:g}..{high:g} are outside any CT range in Hounsfield units")
 
 
-def check_label_values(stats: ValueStats, name: str) -> None:
+def check_label_map_values(stats: ValueStats, name: str) -> None:
     """Raise InputError unless the values look like a label map (or a probability map in 0..1).
 
     A label holds no negative values and either lies in 0..1 or takes a few integer values (at most 255).
