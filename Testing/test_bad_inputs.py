@@ -166,7 +166,11 @@ def _engine(*args: str, **kwargs) -> subprocess.Popen:
         "PYTHONPATH": os.pathsep.join([str(ROOT / "LungTumorSeg"), str(ROOT / "LungTumorSegTraining")]),
     }
     command = [sys.executable, "-m", "LungTumorSegLib", *args, "--progress", "json"]
-    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, **kwargs)
+    # a shell's background job inherits SIGINT ignored; give the engine the default a terminal gives it
+    restore = lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)  # noqa: E731
+    return subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, preexec_fn=restore, **kwargs
+    )
 
 
 def _signal_at(process: subprocess.Popen, step: str, signum: int) -> tuple[list[dict], str, float]:

@@ -182,12 +182,12 @@ def _segment_all(args: argparse.Namespace, reporter: ProgressReporter) -> int:
         for index, (path, stem) in enumerate(zip(files, stems)):
             try:
                 _segment_case(args, path, stem, bundle, device, networks, options, reporter, (index, len(files)))
+            except BundleError:
+                raise  # the model is broken for every case
             except LungTumorSegError as exc:
                 error = name_the_file(exc, path) if isinstance(exc, InputError) else exc
-                if len(files) == 1 and error is exc:
-                    raise
                 if len(files) == 1:
-                    raise error from exc
+                    raise error  # noqa: B904 - the same error, now naming the file
                 failures.append((path, error))
                 _report_failure(reporter, str(error), path)
             except Exception as exc:  # noqa: BLE001 - one internal error must not lose the other cases
