@@ -12,13 +12,16 @@ import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .errors import InputError
-from .image_io import is_scalar_type, voxel_type_name
+from .image_io import ImageHeader, is_scalar_type, voxel_type_name
 from .volume import Volume
+
+if TYPE_CHECKING:
+    from .pipeline import SegmentOptions
 
 MIN_VOXELS_PER_AXIS = 2
 MAX_OVERLAP = 0.9
@@ -68,7 +71,7 @@ def check_range(
         raise InputError(f"{option} {value:g}: must be a number {bounds}")
 
 
-def check_segment_options(options: Any, threads: int | None = None) -> None:
+def check_segment_options(options: SegmentOptions, threads: int | None = None) -> None:
     """Check every ``SegmentOptions`` field (and ``--threads``) before anything is loaded.
 
     Raises:
@@ -106,8 +109,8 @@ def field_of_view_mm(shape: Sequence[int], affine: np.ndarray) -> np.ndarray:
     return np.abs(np.asarray(affine)[:3, :3]) @ np.asarray(shape[:3], dtype=np.float64)
 
 
-def check_image_header(header: Any, ct: bool = True) -> None:
-    """Cheap checks on an ``image_io.ImageHeader`` before the voxels are read.
+def check_image_header(header: ImageHeader, ct: bool = True) -> None:
+    """Cheap checks on an image header before the voxels are read.
 
     Every image: 3D (trailing axes of length 1 allowed), a scalar voxel type. A CT also: at least 2
     voxels per axis, a field of view a CT can have, and a size whose full-resolution steps fit in memory.
@@ -146,7 +149,7 @@ def check_image_header(header: Any, ct: bool = True) -> None:
         )
 
 
-def geometry_warnings(header: Any) -> list[str]:
+def geometry_warnings(header: ImageHeader) -> list[str]:
     """Warnings about legal geometry worth a look: a sform and qform that disagree, sheared voxel axes.
 
     The engine uses nibabel's choice (the sform when its code is > 0). ITK, and so Slicer, also read a
