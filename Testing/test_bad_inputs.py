@@ -30,6 +30,7 @@ from conftest import DEMO_CT, ROOT, make_pointwise_bundle, shared, synthetic_che
 from LungTumorSegLib.cli import main
 from LungTumorSegLib.errors import InputError
 from LungTumorSegLib.image_io import load_volume
+from LungTumorSegLib.image_names import unique_stems
 from LungTumorSegLib.input_files import load_ct
 from LungTumorSegLib.volume import Volume
 from LungTumorSegTrainingLib import cli as train_cli
@@ -96,6 +97,11 @@ def test_same_file_names_in_two_folders_get_distinct_stems(tmp_path, bundle, che
     lesions = [json.loads((out / f"{s}_summary.json").read_text())["lesions"]["lesion_count"] for s in ("a_ct", "b_ct")]
     assert lesions == [1, 2]  # each case kept its own result
     assert any("outputs named a_ct_*" in line for line in err)
+
+
+def test_stems_take_as_many_parent_folders_as_needed(tmp_path):
+    paths = [tmp_path / "p1" / "x" / "ct.nii.gz", tmp_path / "p2" / "x" / "ct.nii.gz", tmp_path / "other.nrrd"]
+    assert unique_stems(paths) == ["p1_x_ct", "p2_x_ct", "other"]
 
 
 def test_a_file_listed_twice_is_segmented_once(tmp_path, bundle, chest, capsys):
