@@ -26,6 +26,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import DEMO_CT, ROOT, make_pointwise_bundle, shared, synthetic_chest
+from dicom_series import write_ct_series
 
 from LungTumorSegLib.cli import main
 from LungTumorSegLib.errors import InputError
@@ -242,6 +243,36 @@ def test_folder_into_itself_skips_its_outputs_and_goes_on_after_a_failure(tmp_pa
     assert code == 2 and stdout.count("lesion(s)") == 2
     assert not any("_tumor_" in name for name in files_under(folder))
     assert any("skipped 8 output file(s)" in line for line in err)
+
+
+def test_a_dicom_folder_into_itself_skips_its_seg_and_sr(tmp_path, bundle, chest, capsys):
+    folder = tmp_path / "series"
+    write_ct_series(chest[0], folder)
+    slices = files_under(folder)
+    args = segment([folder], folder, bundle, "--no-pictures")
+    code, stdout, err = run(args, capsys)
+    assert code == 0, err
+    outputs = files_under(folder) - slices
+    assert {"series_tumor.nii.gz", "series.seg.nrrd", "series_seg.dcm", "series_sr.dcm"} <= outputs
+    code, _, err = run(args, capsys)  # the DICOM SEG and SR of the first run block a second one
+    assert code == 2
+    one_error(err, "already exist", "--overwrite")
+    code, stdout, err = run([*args, "--overwrite"], capsys)  # and are not read as series of the folder
+    assert code == 0 and stdout.count("lesion(s)") == 1, err
+    assert not any("also found" in line or "SEG" in line for line in err), err
+    assert files_under(folder) == slices | outputs
+
+
+def test_an_output_folder_inside_a_dicom_tree_is_not_searched(tmp_path, bundle, chest, capsys):
+    root = tmp_path / "export"
+    write_ct_series(chest[0], root / "patient1" / "ct")
+    out = root / "results"
+    args = segment([root], out, bundle, "--no-pictures")
+    assert run(args, capsys)[0] == 0
+    assert {"patient1_ct_seg.dcm", "patient1_ct_sr.dcm"} <= files_under(out)
+    code, stdout, err = run([*args, "--overwrite"], capsys)
+    assert code == 0 and stdout.count("lesion(s)") == 1, err
+    assert not any("results" in line and "skipped" in line for line in err), err
 
 
 # ---------------------------------------------------------------- 5-6: bounded memory and time

@@ -7,8 +7,10 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .image_io import ImageHeader, image_format, save_volume
-from .image_names import IMAGE_SUFFIXES, image_stem
+from .clinical_outputs import ClinicalOutputs, write_clinical_outputs
+from .dicom_cases import DicomCase, case_format, case_stem
+from .image_io import ImageHeader, save_volume
+from .image_names import OUTPUT_MAPS, is_output_file  # noqa: F401 - is_output_file re-exported
 from .measurements import CaseMeasurements, measure_lesions
 from .outputs import OutputSet
 from .overlay import write_overlay_png
@@ -17,47 +19,47 @@ from .progress import ProgressReporter
 from .report import measurement_table_paths, write_html_report, write_measurement_tables
 from .volume import Volume
 
-MAPS = ("tumor", "probability", "entropy", "mutual_information")
+MAPS = OUTPUT_MAPS
 PICTURES = {"overlay": "overlay.png", "snapshot": "snapshot.png", "report": "report.html"}
 LOG = logging.getLogger("lungtumorseg")
 
 
-def image_suffix(path: Path, fmt: str) -> str:
-    """Output image suffix: as the input (``auto``), or NIfTI/NRRD."""
+def image_suffix(path: Path | DicomCase, fmt: str) -> str:
+    """Output image suffix: as the input (``auto``; NIfTI for DICOM), or NIfTI/NRRD."""
     if fmt == "auto":
-        fmt = image_format(path)
+        fmt = case_format(path)
     return ".nii.gz" if fmt == "nifti" else ".nrrd"
 
 
-def output_names(path: Path, fmt: str = "auto", pictures: bool = True, stem: str | None = None) -> list[str]:
+def output_names(
+    path: Path | DicomCase,
+    fmt: str = "auto",
+    pictures: bool = True,
+    clinical: ClinicalOutputs | None = None,
+    stem: str | None = None,
+) -> list[str]:
     """Every file name ``segment`` writes for input ``path`` (pictures only when there is a lesion)."""
-    stem, suffix = stem or image_stem(path), image_suffix(path, fmt)
+    stem, suffix = stem or case_stem(path), image_suffix(path, fmt)
     names = [f"{stem}_{name}{suffix}" for name in MAPS] + [f"{stem}_summary.json"]
     names += [p.name for p in measurement_table_paths(".", stem).values()]
     if pictures:
         names += [f"{stem}_{name}" for name in PICTURES.values()]
-    return names
+    return names + (clinical.names(stem) if clinical else [])
 
 
 def output_set_names(stem: str) -> list[str]:
-    """Every name an earlier ``segment`` run may have written for ``stem``, with any format or picture option.
+    """Every name an earlier ``segment`` run may have written for ``stem``, with any format, picture or DICOM option.
 
     A new output set replaces this whole set, so no stale file (an old overlay) stays beside new results.
     """
     names = [f"{stem}_{name}{suffix}" for name in MAPS for suffix in (".nii.gz", ".nrrd")]
     names += [f"{stem}_summary.json", *(p.name for p in measurement_table_paths(".", stem).values())]
-    return names + [f"{stem}_{name}" for name in PICTURES.values()]
-
-
-def is_output_file(path: Path) -> bool:
-    """True for a file ``segment`` writes as an image (``<stem>_tumor.nii.gz``, ...): not a CT to segment."""
-    name = Path(path).name.lower()
-    suffix = next((s for s in sorted(IMAGE_SUFFIXES, key=len, reverse=True) if name.endswith(s)), "")
-    return suffix == ".seg.nrrd" or any(name[: -len(suffix) or None].endswith(f"_{kind}") for kind in MAPS)
+    names += [f"{stem}_{name}" for name in PICTURES.values()]
+    return names + ClinicalOutputs(seg_nrrd=True, dicom_seg=True).names(stem)
 
 
 def write_case_outputs(
-    path: Path,
+    path: Path | DicomCase,
     ct: Volume,
     result: SegmentationResult,
     out_dir: Path,
@@ -67,8 +69,9 @@ def write_case_outputs(
     reporter: ProgressReporter | None = None,
     stem: str | None = None,
     header: ImageHeader | None = None,
+    clinical: ClinicalOutputs | None = None,
 ) -> tuple[dict[str, Path], dict[str, Any]]:
-    """Write label, probability, entropy, mutual information and the JSON summary.
+    """Write label, probability, entropy, mutual information, the JSON summary and the ``clinical`` files.
 
     Args:
         stem: output name prefix (default: the input's file name without its suffix).
@@ -77,7 +80,7 @@ def write_case_outputs(
     Returns:
         (paths by output kind, the summary dictionary).
     """
-    stem, suffix = stem or image_stem(path), image_suffix(path, fmt)
+    stem, suffix = stem or case_stem(path), image_suffix(path, fmt)
     case = measure_lesions(result.label, ct, result.entropy)
     summary = {
         "input": str(path),
@@ -108,6 +111,11 @@ def write_case_outputs(
             for kind, name in _write_pictures(path, ct, result, case, outputs.staging, stem, reporter).items():
                 outputs.adopt(name)
                 kinds[name] = kind
+        for kind, name in write_clinical_outputs(
+            outputs.staging, stem, path, result.label, case, result.info, clinical
+        ).items():
+            outputs.adopt(name)
+            kinds[name] = kind
         final = outputs.commit()
     return {kinds[name]: p for name, p in final.items()}, summary
 

@@ -15,12 +15,14 @@ import torch
 from tqdm import tqdm
 
 from .bundle import ModelBundle, find_bundle, list_bundles, read_bundle
-from .case_outputs import is_output_file, output_set_names, write_case_outputs
+from .case_outputs import output_set_names, write_case_outputs
+from .clinical_outputs import ClinicalOutputs, add_clinical_arguments, clinical_outputs_for
 from .device import configure_threads, resolve_device
+from .dicom_cases import DicomCase, case_stem, dicom_inputs
 from .errors import BundleError, InputError, LungTumorSegError
 from .image_io import first_line
-from .image_names import IMAGE_SUFFIXES, image_stem, unique_stems
-from .input_files import load_ct, name_the_file
+from .image_names import IMAGE_SUFFIXES, is_output_file, unique_stems
+from .input_files import load_input, name_the_file
 from .model_names import NO_LESION_HINT
 from .outputs import check_writable, removing_new_empty_folders
 from .pipeline import SegmentOptions, segment
@@ -36,14 +38,16 @@ def add_segment_parser(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser(
         "segment",
         help="segment lung tumours in CT images",
-        description="Segment lung tumours in CT (NIfTI or NRRD, in HU). Writes the tumour label, probability, "
-        "entropy (uncertainty, bits) and a JSON summary on the input's grid.",
+        description="Segment lung tumours in CT (NIfTI, NRRD or a DICOM series, in HU). Writes the tumour label, "
+        "probability, entropy (uncertainty, bits) and a JSON summary on the input's grid; for DICOM input also a "
+        "Slicer .seg.nrrd, a DICOM SEG and a DICOM SR measurement report.",
     )
     parser.add_argument(
         "inputs",
         nargs="+",
         type=Path,
-        help="CT files, or folders of .nii/.nii.gz/.nrrd files (this tool's own outputs in them are skipped)",
+        help="CT files, folders of .nii/.nii.gz/.nrrd files, or DICOM folders (this tool's own outputs in them "
+        "are skipped)",
     )
     parser.add_argument("-o", "--output", type=Path, required=True, help="output folder (created if needed)")
     parser.add_argument("--model", help="bundle name or folder (default: the bundled ensemble)")
@@ -68,6 +72,7 @@ def add_segment_parser(commands: argparse._SubParsersAction) -> None:
         "--overwrite", action="store_true", help="replace an earlier output set of the same case (all its files)"
     )
     parser.add_argument("--progress", choices=MODES, default="tqdm", help="tqdm bar, JSON lines on stdout, or none")
+    add_clinical_arguments(parser)
     parser.set_defaults(func=run_segment)
 
 
@@ -78,57 +83,67 @@ def add_models_parser(commands: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run_models)
 
 
-def collect_inputs(inputs: list[Path], note: Callable[[str], None] | None = None) -> list[Path]:
-    """Expand folders into their image files, once each; raise InputError if nothing is found.
+def collect_inputs(
+    inputs: list[Path],
+    series_uid: str | None = None,
+    note: Callable[[str], None] | None = None,
+    output: Path | None = None,
+) -> list[Path | DicomCase]:
+    """Expand folders into their image files or DICOM series, once each; raise InputError if nothing is found.
 
-    In a folder, hidden files and this tool's own outputs (``*_tumor.nii.gz``, ``*.seg.nrrd``, ...) are
-    skipped, so a folder can be segmented into itself. A file given twice is segmented once.
+    In a folder, hidden files and this tool's own outputs (``*_tumor.nii.gz``, ``*.seg.nrrd``, ``*_seg.dcm``,
+    ``*_sr.dcm``, ...) are skipped, and so is the output folder inside a DICOM tree, so a folder can be
+    segmented into itself. A file or series given twice is segmented once.
     """
-    files: list[Path] = []
+    files: list[Path | DicomCase] = []
     skipped = 0
     for item in inputs:
         if item.is_dir():
+            images = []
             for path in sorted(item.iterdir()):
                 if path.name.startswith(".") or not path.name.lower().endswith(IMAGE_SUFFIXES):
                     continue
                 if is_output_file(path):
                     skipped += 1
                 else:
-                    files.append(path)
+                    images.append(path)
+            files += images or dicom_inputs(item, series_uid, skip=output)
         elif item.exists():
-            files.append(item)
+            files += dicom_inputs(item, series_uid) or [item]
         else:
             raise InputError(f"{item}: no such file or folder")
     if skipped and note:
         note(f"skipped {skipped} output file(s) of earlier runs (*_tumor, *_probability, ...) in the input folder(s)")
-    unique: dict[Path, Path] = {}
-    for path in files:
-        if path.resolve() in unique:
+    unique: dict[object, Path | DicomCase] = {}
+    for entry in files:
+        key = (entry.series.uid, entry.series.folder.resolve()) if isinstance(entry, DicomCase) else entry.resolve()
+        if key in unique:
             if note:
-                note(f"{path} is listed more than once: segmented once")
+                note(f"{entry} is listed more than once: segmented once")
             continue
-        unique[path.resolve()] = path
+        unique[key] = entry
     if not unique:
-        raise InputError(f"no .nii, .nii.gz or .nrrd images in {', '.join(map(str, inputs))}")
+        raise InputError(f"no .nii, .nii.gz or .nrrd images or DICOM series in {', '.join(map(str, inputs))}")
     return list(unique.values())
 
 
-def case_stems(files: list[Path], note: Callable[[str], None] | None = None) -> list[str]:
-    """A distinct output stem per input (parent folders prefixed where file names collide), checked up front.
+def case_stems(files: list[Path | DicomCase], note: Callable[[str], None] | None = None) -> list[str]:
+    """A distinct output stem per input (parent folders prefixed where names collide), checked up front.
 
     Raises:
         InputError: two inputs that no folder prefix tells apart (``ct.nii`` and ``ct.nrrd`` in one folder).
     """
-    stems = unique_stems(files)
-    seen: dict[str, Path] = {}
-    for path, stem in zip(files, stems):
+    places = [entry.series.folder if isinstance(entry, DicomCase) else entry for entry in files]
+    stems = unique_stems(places, [case_stem(entry) for entry in files])
+    seen: dict[str, Path | DicomCase] = {}
+    for entry, stem in zip(files, stems):
         if stem in seen:
             raise InputError(
-                f"{seen[stem]} and {path} would write the same outputs ({stem}_*); rename one or segment them apart"
+                f"{seen[stem]} and {entry} would write the same outputs ({stem}_*); rename one or segment them apart"
             )
-        seen[stem] = path
-        if note and stem != image_stem(path):
-            note(f"{path}: outputs named {stem}_* (another input has the same file name)")
+        seen[stem] = entry
+        if note and stem != case_stem(entry):
+            note(f"{entry}: outputs named {stem}_* (another input has the same name)")
     return stems
 
 
@@ -170,18 +185,21 @@ def _segment_all(args: argparse.Namespace, reporter: ProgressReporter) -> int:
         reporter.log("info", message)
 
     device = resolve_device(args.device)
-    files = collect_inputs(args.inputs, note)
+    files = collect_inputs(args.inputs, args.series_uid, note, args.output)
     stems = case_stems(files, note)
+    clinical = [clinical_outputs_for(args, path) for path in files]
     bundle = find_bundle(args.model)
     configure_threads(args.threads)
     networks: list = []
-    failures: list[tuple[Path, Exception]] = []
+    failures: list[tuple[Path | DicomCase, Exception]] = []
     with removing_new_empty_folders(args.output):
         for stem in stems:
             check_writable(args.output, output_set_names(stem), args.overwrite)
         for index, (path, stem) in enumerate(zip(files, stems)):
             try:
-                _segment_case(args, path, stem, bundle, device, networks, options, reporter, (index, len(files)))
+                _segment_case(
+                    args, path, stem, clinical[index], bundle, device, networks, options, reporter, (index, len(files))
+                )
             except BundleError:
                 raise  # the model is broken for every case
             except LungTumorSegError as exc:
@@ -206,8 +224,9 @@ def _segment_all(args: argparse.Namespace, reporter: ProgressReporter) -> int:
 
 def _segment_case(
     args: argparse.Namespace,
-    path: Path,
+    path: Path | DicomCase,
     stem: str,
+    clinical: ClinicalOutputs,
     bundle: ModelBundle,
     device: torch.device,
     networks: list,
@@ -218,14 +237,15 @@ def _segment_case(
     """Load, check, segment and write one case (``networks`` is filled on first use and reused)."""
     reporter.update("load", 0.0, f"{path.name} ({position[0] + 1}/{position[1]})")
     tick = time.perf_counter()
-    ct, header = load_ct(path, warn=lambda message: reporter.log("warning", message))
+    ct, header = load_input(path, reporter)
     if not networks:
         networks += bundle.load_networks(device)
     result = segment(ct, bundle, options, reporter, networks=networks)
     result.info["timings"]["load_s"] = round(time.perf_counter() - tick - result.info["timings"]["total_s"], 3)
     reporter.update("write", 0.96, f"writing outputs for {path.name}")
+    pictures = not args.no_pictures
     written, summary = write_case_outputs(
-        path, ct, result, args.output, args.format, args.overwrite, not args.no_pictures, reporter, stem, header
+        path, ct, result, args.output, args.format, args.overwrite, pictures, reporter, stem, header, clinical
     )
     reporter.update("done", 1.0, path.name)
     reporter.emit("result", input=str(path), outputs={k: str(v) for k, v in written.items()}, summary=summary)
@@ -233,14 +253,14 @@ def _segment_case(
         _print_case(path, summary, written)
 
 
-def _report_failure(reporter: ProgressReporter, message: str, path: Path | None = None) -> None:
+def _report_failure(reporter: ProgressReporter, message: str, path: Path | DicomCase | None = None) -> None:
     """One error line on stderr (and a JSON ``error`` event naming the input) for a case of a batch."""
     fields = {"input": str(path)} if path is not None else {}
     reporter.emit("error", **fields, message=message)
     tqdm.write(f"lungtumorseg: error: {message}", file=sys.stderr)  # keeps a progress bar intact
 
 
-def _print_case(path: Path, summary: dict[str, Any], written: dict[str, Path]) -> None:
+def _print_case(path: Path | DicomCase, summary: dict[str, Any], written: dict[str, Path]) -> None:
     lesions = summary.get("lesions", {})
     print(
         f"{path.name}: {lesions.get('lesion_count', 0)} lesion(s), {lesions.get('total_volume_ml', 0.0):.2f} ml "

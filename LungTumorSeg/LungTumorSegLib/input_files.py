@@ -14,9 +14,11 @@ from pathlib import Path
 
 import numpy as np
 
+from .dicom_cases import DicomCase, load_case
 from .errors import InputError
 from .image_io import ImageHeader, StoredImage, read_header, read_stored
 from .orientation import on_grid_of
+from .progress import ProgressReporter
 from .validation import (
     check_ct_values,
     check_image_header,
@@ -46,6 +48,21 @@ def load_ct(path: str | os.PathLike, require_air: bool = True, warn: Warn | None
     stored = _read_stored(path, warn)
     check_ct_values(value_stats(stored.array, stored.slope, stored.inter), str(path), require_air)
     return stored.to_volume(np.float32), header
+
+
+def load_input(item: Path | DicomCase, reporter: ProgressReporter) -> tuple[Volume, ImageHeader | None]:
+    """A case of ``segment`` as a float32 CT in HU, and its header (None for a DICOM series).
+
+    An image file goes through ``load_ct`` (checks before the voxels are read); a DICOM series is read
+    by ``dicom_io`` and then given the same size, field-of-view and value checks.
+    """
+    if not isinstance(item, DicomCase):
+        return load_ct(item, warn=lambda message: reporter.log("warning", message))
+    volume = load_case(item, reporter)
+    name = str(item)
+    check_image_header(ImageHeader(Path(name), volume.shape, volume.array.dtype, volume.affine), ct=True)
+    check_ct_values(value_stats(volume.array), name)
+    return volume, None
 
 
 def load_label(path: str | os.PathLike, what: str = "label") -> Volume:
