@@ -114,9 +114,10 @@ def _read_stored(path: str | os.PathLike, warn: Warn | None = None) -> StoredIma
     return stored
 
 
-def name_the_file(exc: InputError, path: str | os.PathLike) -> InputError:
-    """The same error with the file named first, unless its message names it already."""
+def name_the_file(exc: InputError, path: str | os.PathLike | DicomCase) -> InputError:
+    """The same error with the file (or DICOM series) named first, unless its message names it already."""
     message, name = str(exc), str(path)
-    if message.startswith(name) or message.startswith(Path(name).name):
+    names = [name, Path(name).name] + ([str(path.series.folder)] if isinstance(path, DicomCase) else [])
+    if any(message.startswith(known) for known in names):
         return exc
     return type(exc)(f"{name}: {message}")
