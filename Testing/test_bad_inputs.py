@@ -322,6 +322,7 @@ def test_an_all_zero_volume_is_refused_on_its_stored_type(tmp_path, bundle, caps
     code, _, err = run(segment([path], tmp_path / "out", bundle), capsys)
     assert code == 2
     one_error(err, "zeros.nii.gz", "looks like a label map")
+    assert not (tmp_path / "out").exists()
 
 
 # ---------------------------------------------------------------- 7-8: options and odd files are rc 2
@@ -568,10 +569,14 @@ def test_prepare_refuses_labels_that_are_all_empty(tmp_path, chest, capsys):
     for index in range(3):
         save_nifti(images / f"lung_00{index}.nii.gz", chest[0])
         save_nifti(labels / f"lung_00{index}.nii.gz", chest[0].with_array(np.zeros(chest[0].shape)), np.uint8)
-    code = train_cli.main(["prepare", "--data", str(images), str(labels), "--progress", "none"])
+    before = files_under(tmp_path)
+    split, task = tmp_path / "split.json", tmp_path / "Task100"
+    args = ["--split-out", str(split), "--msd-out", str(task), "--progress", "none"]
+    code = train_cli.main(["prepare", "--data", str(images), str(labels), *args])
     err = [line.split("\r")[-1] for line in capsys.readouterr().err.splitlines() if line.split("\r")[-1].strip()]
     assert code == 2
     assert len(err) == 1 and "every label is empty" in err[0] and "lung_000.nii.gz" in err[0], err
+    assert files_under(tmp_path) == before  # no split file, no task folder
 
 
 def test_prepare_says_a_fraction_is_out_of_range(tmp_path, capsys):
