@@ -110,7 +110,7 @@ def test_corrupt_gzip_and_unwritable_output(tmp_path, fast_bundle, capsys):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
     assert main(["segment", str(DEMO_CT), "-o", str(blocker / "out"), "--model", str(fast_bundle)]) == 2
-    assert "not writable" in capsys.readouterr().err
+    assert "is a file, not a folder" in capsys.readouterr().err
 
 
 def test_models_lists_the_bundled_model(capsys):

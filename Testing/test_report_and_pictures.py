@@ -183,7 +183,8 @@ def test_cli_measure(real_case, tmp_path, monkeypatch):
     assert (tmp_path / "tumor_report.html").read_text().count("data:image/png;base64,") == 2
     with pytest.raises(OutputError, match="exists"):
         args.func(args, stdout=io.StringIO())
-    bad = _cli().parse_args(["measure", str(tumour), "--ct", str(_lidc_crop()), "-o", str(tmp_path / "x")])
+    crop_ct = _lidc_crop().parent.parent / "image" / _lidc_crop().name  # a real CT, on another grid
+    bad = _cli().parse_args(["measure", str(tumour), "--ct", str(crop_ct), "-o", str(tmp_path / "x")])
     with pytest.raises(InputError, match="grid"):
         bad.func(bad)
 

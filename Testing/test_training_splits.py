@@ -84,6 +84,6 @@ def test_too_few_patients():
     one_patient = make_split(["LIDC-IDRI-0001_R_1", "LIDC-IDRI-0001_R_2"], val_fraction=0.2)
     assert one_patient.subset("val") == [] and len(one_patient.subset("train")) == 2  # trains without validation
     with pytest.raises(InputError, match="too few"):
-        make_split(["lung_001", "lung_002"], val_fraction=0.5, test_fraction=0.5)
+        make_split(["lung_001", "lung_002"], val_fraction=0.4, test_fraction=0.4)
     with pytest.raises(InputError, match="too few for 3 folds"):
         make_kfold(["lung_001", "lung_002"], folds=3)

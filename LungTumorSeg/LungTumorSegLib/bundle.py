@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
+import pickle
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,7 +31,7 @@ from .model_names import (  # noqa: F401 - the folder helpers are torch-free, re
     list_bundles,
     user_models_dir,
 )
-from .networks import build_network, size_multiple
+from .networks import ARCHITECTURES, build_network, size_multiple
 
 FORMAT_VERSION = 1
 # buffers the network constructor recomputes; bundles need not store them
@@ -87,7 +90,10 @@ class ModelBundle:
             weights_path = self.path / member.file
             verify_sha256(weights_path, member.sha256)
             state = load_state_dict(weights_path)
-            network = build_network(member.architecture, member.kwargs)
+            try:
+                network = build_network(member.architecture, member.kwargs)
+            except ValueError as exc:
+                raise BundleError(f"{self.path / MANIFEST}: member {member.name}: {exc}") from exc
             try:
                 missing, unexpected = network.load_state_dict({k: v.float() for k, v in state.items()}, strict=False)
             except RuntimeError as exc:
@@ -129,9 +135,20 @@ def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
     try:
         if path.suffix == ".safetensors":
             return load_file(str(path), device="cpu")
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about pickle protocols before refusing; the error says it all
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        detail = next(
+            (line for line in reversed(lines) if "Unsupported" in line or "GLOBAL" in line), lines[-1] if lines else ""
+        )
+        raise BundleError(
+            f"{path}: cannot load weights safely: the file holds pickled Python objects, not only tensors ({detail})"
+        ) from exc
     except Exception as exc:  # noqa: BLE001 - any loader failure is a bad bundle
-        raise BundleError(f"{path}: cannot load weights ({type(exc).__name__}: {exc})") from exc
+        first = next((line.strip() for line in str(exc).splitlines() if line.strip()), "")
+        raise BundleError(f"{path}: cannot load weights ({type(exc).__name__}: {first})") from exc
 
 
 def read_bundle(path: str | os.PathLike) -> ModelBundle:
@@ -167,39 +184,68 @@ def validate_manifest(manifest: dict[str, Any], where: Path | str = "manifest") 
         if not condition:
             raise BundleError(f"{where}: {message}")
 
+    def numbers(value: Any, count: int | None, field: str) -> list[float]:
+        """``value`` as a list of finite numbers (of ``count`` items), or a BundleError naming ``field``."""
+        items = value if isinstance(value, (list, tuple)) else [value]
+        try:
+            parsed = [float(v) for v in items if not isinstance(v, (bool, str))]
+        except (TypeError, ValueError):
+            parsed = []
+        ok = len(parsed) == len(items) and all(math.isfinite(v) for v in parsed)
+        need(ok and (count is None or len(parsed) == count), f"{field} must be {count or 'a'} number(s), got {value!r}")
+        return parsed
+
     need(isinstance(manifest, dict), "manifest must be a JSON object")
     for key in ("name", "version", "members", "input", "output"):
         need(key in manifest, f"missing '{key}'")
-    need(int(manifest.get("format_version", FORMAT_VERSION)) <= FORMAT_VERSION, "made by a newer LungTumorSeg")
+    need(
+        numbers(manifest.get("format_version", FORMAT_VERSION), None, "format_version")[0] <= FORMAT_VERSION,
+        "made by a newer LungTumorSeg",
+    )
     need(isinstance(manifest["members"], list) and manifest["members"], "'members' must be a non-empty list")
     for member in manifest["members"]:
+        need(isinstance(member, dict), "every member must be a JSON object")
         for key in ("file", "architecture", "sha256"):
             need(key in member, f"member {member.get('name', '?')}: missing '{key}'")
-        need(float(member.get("weight", 1.0)) >= 0, f"member {member.get('name', '?')}: negative weight")
         need(
-            not Path(member["file"]).is_absolute() and ".." not in Path(member["file"]).parts,
+            member["architecture"] in ARCHITECTURES,
+            f"member {member.get('name', '?')}: unknown architecture {member['architecture']!r} "
+            f"(known: {', '.join(ARCHITECTURES)})",
+        )
+        need(isinstance(member.get("kwargs", {}), dict), f"member {member.get('name', '?')}: kwargs must be an object")
+        weight = numbers(member.get("weight", 1.0), 1, f"member {member.get('name', '?')}: weight")[0]
+        need(weight >= 0, f"member {member.get('name', '?')}: negative weight")
+        need(
+            isinstance(member["file"], str)
+            and not Path(member["file"]).is_absolute()
+            and ".." not in Path(member["file"]).parts,
             f"member file {member['file']!r} must be inside the bundle",
         )
+        if member.get("patch_size"):
+            numbers(member["patch_size"], 3, f"member {member.get('name', '?')}: patch_size")
     need(sum(float(m.get("weight", 1.0)) for m in manifest["members"]) > 0, "member weights sum to 0")
     spec = manifest["input"]
+    need(isinstance(spec, dict) and isinstance(manifest["output"], dict), "'input' and 'output' must be objects")
     for key in ("spacing_mm", "hu_window", "patch_size"):
         need(key in spec, f"input: missing '{key}'")
-    need(
-        len(spec["spacing_mm"]) == 3 and all(float(s) > 0 for s in spec["spacing_mm"]),
-        "input.spacing_mm must be 3 positive numbers",
-    )
-    need(len(spec["patch_size"]) == 3, "input.patch_size must have 3 sides")
+    need(all(s > 0 for s in numbers(spec["spacing_mm"], 3, "input.spacing_mm")), "input.spacing_mm must be > 0")
+    window = numbers(spec["hu_window"], 2, "input.hu_window")
+    need(window[0] < window[1], "input.hu_window must be LOW < HIGH")
+    patch = numbers(spec["patch_size"], 3, "input.patch_size")
+    need(all(p >= 1 and p == int(p) for p in patch), "input.patch_size must be 3 positive whole numbers")
+    overlap = numbers(spec.get("overlap", 0.25), 1, "input.overlap")[0]
+    need(0.0 <= overlap <= 0.9, "input.overlap must be in [0, 0.9]")
     for member in manifest["members"]:
         multiple = size_multiple(member["architecture"], member.get("kwargs", {}))
         need(
-            all(int(s) % multiple == 0 for s in spec["patch_size"]),
+            all(int(s) % multiple == 0 for s in patch),
             f"input.patch_size {spec['patch_size']} must be a multiple of {multiple} for {member['architecture']}",
         )
-    need(0.0 <= float(manifest["output"].get("threshold", 0.5)) <= 1.0, "output.threshold must be in [0, 1]")
-    need(
-        0.0 <= float(manifest["output"].get("min_peak_probability", 0.0)) <= 1.0,
-        "output.min_peak_probability must be in [0, 1]",
-    )
+    threshold = numbers(manifest["output"].get("threshold", 0.5), 1, "output.threshold")[0]
+    need(0.0 <= threshold <= 1.0, "output.threshold must be in [0, 1]")
+    numbers(manifest["output"].get("min_lesion_ml", 0.0), 1, "output.min_lesion_ml")
+    peak = numbers(manifest["output"].get("min_peak_probability", 0.0), 1, "output.min_peak_probability")[0]
+    need(0.0 <= peak <= 1.0, "output.min_peak_probability must be in [0, 1]")
 
 
 def find_bundle(name_or_path: str | None) -> ModelBundle:

@@ -9,7 +9,8 @@ from typing import Any
 from . import __version__
 from .clinical_outputs import ClinicalOutputs, write_clinical_outputs
 from .dicom_cases import DicomCase, case_format, case_stem
-from .image_io import save_volume
+from .image_io import ImageHeader, save_volume
+from .image_names import OUTPUT_MAPS, is_output_file  # noqa: F401 - is_output_file re-exported
 from .measurements import CaseMeasurements, measure_lesions
 from .outputs import OutputSet
 from .overlay import write_overlay_png
@@ -18,7 +19,7 @@ from .progress import ProgressReporter
 from .report import measurement_table_paths, write_html_report, write_measurement_tables
 from .volume import Volume
 
-MAPS = ("tumor", "probability", "entropy", "mutual_information")
+MAPS = OUTPUT_MAPS
 PICTURES = {"overlay": "overlay.png", "snapshot": "snapshot.png", "report": "report.html"}
 LOG = logging.getLogger("lungtumorseg")
 
@@ -31,15 +32,30 @@ def image_suffix(path: Path | DicomCase, fmt: str) -> str:
 
 
 def output_names(
-    path: Path | DicomCase, fmt: str = "auto", pictures: bool = True, clinical: ClinicalOutputs | None = None
+    path: Path | DicomCase,
+    fmt: str = "auto",
+    pictures: bool = True,
+    clinical: ClinicalOutputs | None = None,
+    stem: str | None = None,
 ) -> list[str]:
     """Every file name ``segment`` writes for input ``path`` (pictures only when there is a lesion)."""
-    stem, suffix = case_stem(path), image_suffix(path, fmt)
+    stem, suffix = stem or case_stem(path), image_suffix(path, fmt)
     names = [f"{stem}_{name}{suffix}" for name in MAPS] + [f"{stem}_summary.json"]
     names += [p.name for p in measurement_table_paths(".", stem).values()]
     if pictures:
         names += [f"{stem}_{name}" for name in PICTURES.values()]
     return names + (clinical.names(stem) if clinical else [])
+
+
+def output_set_names(stem: str) -> list[str]:
+    """Every name an earlier ``segment`` run may have written for ``stem``, with any format, picture or DICOM option.
+
+    A new output set replaces this whole set, so no stale file (an old overlay) stays beside new results.
+    """
+    names = [f"{stem}_{name}{suffix}" for name in MAPS for suffix in (".nii.gz", ".nrrd")]
+    names += [f"{stem}_summary.json", *(p.name for p in measurement_table_paths(".", stem).values())]
+    names += [f"{stem}_{name}" for name in PICTURES.values()]
+    return names + ClinicalOutputs(seg_nrrd=True, dicom_seg=True).names(stem)
 
 
 def write_case_outputs(
@@ -51,14 +67,20 @@ def write_case_outputs(
     overwrite: bool = False,
     pictures: bool = True,
     reporter: ProgressReporter | None = None,
+    stem: str | None = None,
+    header: ImageHeader | None = None,
     clinical: ClinicalOutputs | None = None,
 ) -> tuple[dict[str, Path], dict[str, Any]]:
     """Write label, probability, entropy, mutual information, the JSON summary and the ``clinical`` files.
 
+    Args:
+        stem: output name prefix (default: the input's file name without its suffix).
+        header: the input's header; NIfTI outputs copy its sform and qform (see ``save_volume``).
+
     Returns:
         (paths by output kind, the summary dictionary).
     """
-    stem, suffix = case_stem(path), image_suffix(path, fmt)
+    stem, suffix = stem or case_stem(path), image_suffix(path, fmt)
     case = measure_lesions(result.label, ct, result.entropy)
     summary = {
         "input": str(path),
@@ -75,10 +97,10 @@ def write_case_outputs(
         "mutual_information": result.mutual_information,
     }
     kinds: dict[str, str] = {}
-    with OutputSet(out_dir, overwrite) as outputs:
+    with OutputSet(out_dir, overwrite, replaces=output_set_names(stem)) as outputs:
         for kind, volume in volumes.items():
             name = f"{stem}_{kind}{suffix}"
-            outputs.write(name, lambda target, v=volume: save_volume(v, target, overwrite=True))
+            outputs.write(name, lambda target, v=volume: save_volume(v, target, overwrite=True, like=header))
             kinds[name] = kind
         outputs.write_json(f"{stem}_summary.json", summary)
         kinds[f"{stem}_summary.json"] = "summary"
@@ -126,9 +148,10 @@ def _write_pictures(
             written["snapshot"], images["3D tumour spread"] = snapshot.name, snapshot
         except RenderingUnavailableError as exc:
             message = f"3D snapshot skipped: {exc}"
-            LOG.warning(message)
             if reporter:
                 reporter.log("warning", message)
+            else:
+                LOG.warning(message)
     inputs = {"CT": str(path), "Model": f"{result.info.get('model')} {result.info.get('model_version')}"}
     inputs["Device"] = str(result.info.get("device"))
     report = write_html_report(case, folder / f"{stem}_{PICTURES['report']}", images=images, inputs=inputs)

@@ -12,13 +12,13 @@ import sys
 from pathlib import Path
 from typing import TextIO
 
-import numpy as np
-
 from .errors import InputError
-from .image_io import load_volume
 from .image_names import image_stem
+from .input_files import load_label, load_on_grid
 from .measurements import CaseMeasurements, measure_lesions
 from .metrics import DEFAULT_DETECTION_THRESHOLD, DEFAULT_TOLERANCE_MM, evaluate
+from .orientation import on_grid_of
+from .outputs import OutputSet, check_folder_path, removing_new_empty_folders
 from .report import (
     check_targets,
     measurement_table_paths,
@@ -26,7 +26,7 @@ from .report import (
     write_html_report,
     write_measurement_tables,
 )
-from .volume import Volume
+from .validation import check_range, check_stem
 
 
 def add_measure_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -43,9 +43,11 @@ def add_measure_parser(subparsers: argparse._SubParsersAction) -> argparse.Argum
     parser.add_argument("--entropy", type=Path, help="uncertainty map (bits) on the label's grid")
     parser.add_argument("--lung", type=Path, help="lung-field mask drawn translucent in the 3D snapshot")
     parser.add_argument("-o", "--output-dir", type=Path, help="output folder (default: the label's folder)")
-    parser.add_argument("--stem", help="output file name prefix (default: the label's file name)")
+    parser.add_argument("--stem", help="output file name prefix, no folders (default: the label's file name)")
     parser.add_argument("--snapshot", action="store_true", help="also render a 3D snapshot PNG (VTK, offscreen)")
-    parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace an earlier output set of the same stem (all its files)"
+    )
     parser.set_defaults(func=run_measure)
     return parser
 
@@ -61,61 +63,77 @@ def add_evaluate_parser(subparsers: argparse._SubParsersAction) -> argparse.Argu
     parser.add_argument("pred", type=Path, help="predicted label")
     parser.add_argument("gt", type=Path, help="ground-truth label on the same grid")
     parser.add_argument("-o", "--output-dir", type=Path, help="output folder (default: the prediction's folder)")
-    parser.add_argument("--stem", help="output file name prefix (default: the prediction's file name)")
+    parser.add_argument("--stem", help="output file name prefix, no folders (default: the prediction's file name)")
     parser.add_argument(
-        "--tolerance-mm", type=float, default=DEFAULT_TOLERANCE_MM, help="normalised surface Dice tolerance (mm)"
+        "--tolerance-mm", type=float, default=DEFAULT_TOLERANCE_MM, help="normalised surface Dice tolerance (mm, > 0)"
     )
     parser.add_argument(
         "--detection-threshold",
         type=float,
         default=DEFAULT_DETECTION_THRESHOLD,
-        help="lesion-wise Dice needed for a detected lesion",
+        help="lesion-wise Dice needed for a detected lesion (0..1)",
     )
     parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
     parser.set_defaults(func=run_evaluate)
     return parser
 
 
+MEASURE_PICTURES = ("overlay.png", "snapshot.png", "report.html")
+
+
+def measure_set_names(stem: str) -> list[str]:
+    """Every file an earlier ``measure`` run may have written for ``stem`` (replaced as a whole)."""
+    return [p.name for p in measurement_table_paths(".", stem).values()] + [f"{stem}_{n}" for n in MEASURE_PICTURES]
+
+
 def run_measure(args: argparse.Namespace, stdout: TextIO | None = None) -> int:
     """Run ``measure``: load, measure, write tables, overlay, report (and snapshot); print a table.
+
+    The inputs are checked first (a label map as the label, a CT as ``--ct``, an entropy map in bits, all
+    on the label's grid). The outputs are staged and replace an earlier set of the same stem as a whole.
 
     Returns:
         0 on success (a requested snapshot that cannot be rendered is reported as a warning).
     """
     out = stdout or sys.stdout
-    label = load_volume(args.label, dtype=None)
-    ct = _load_on_grid(args.ct, label, "CT")
-    entropy = _load_on_grid(args.entropy, label, "entropy")
-    lung = load_volume(args.lung, dtype=None) if args.lung and args.snapshot else None
+    check_stem(args.stem)
     out_dir = args.output_dir or args.label.resolve().parent
     stem = args.stem or image_stem(args.label)
-    paths = measurement_table_paths(out_dir, stem)
-    paths.update(overlay=out_dir / f"{stem}_overlay.png", report=out_dir / f"{stem}_report.html")
-    if args.snapshot:
-        paths["snapshot"] = out_dir / f"{stem}_snapshot.png"
-    check_targets(paths.values(), args.overwrite)
+    check_folder_path(out_dir)
+    check_targets([out_dir / name for name in measure_set_names(stem)], args.overwrite)
+    label = load_label(args.label)
+    ct = load_on_grid(args.ct, label, "ct", "CT") if args.ct else None
+    entropy = load_on_grid(args.entropy, label, "entropy", "entropy map") if args.entropy else None
+    lung = load_on_grid(args.lung, label, "label", "lung mask") if args.lung and args.snapshot else None
 
     case = measure_lesions(label, ct, entropy)
-    written = write_measurement_tables(case, out_dir, stem, overwrite=args.overwrite)
-    images: dict[str, Path] = {}
-    if case.lesion_count:
-        from .overlay import write_overlay_png
+    with removing_new_empty_folders(out_dir), OutputSet(out_dir, args.overwrite, measure_set_names(stem)) as staged:
+        folder = staged.staging
+        assert folder is not None
+        kinds = {table.name: kind for kind, table in write_measurement_tables(case, folder, stem).items()}
+        images: dict[str, Path] = {}
+        if case.lesion_count:
+            from .overlay import write_overlay_png
 
-        written["overlay"] = write_overlay_png(paths["overlay"], label, ct, entropy, case, overwrite=args.overwrite)
-        images["Axial slice with the largest tumour area"] = written["overlay"]
-    if args.snapshot and case.lesion_count:
-        from .rendering import RenderingUnavailableError, write_snapshot_png
+            overlay = write_overlay_png(folder / f"{stem}_overlay.png", label, ct, entropy, case)
+            kinds[overlay.name], images["Axial slice with the largest tumour area"] = "overlay", overlay
+        if args.snapshot and case.lesion_count:
+            from .rendering import RenderingUnavailableError, write_snapshot_png
 
-        try:
-            written["snapshot"] = write_snapshot_png(
-                paths["snapshot"], label, lung=lung, entropy=entropy, case=case, overwrite=args.overwrite
-            )
-            images["3D tumour spread"] = written["snapshot"]
-        except RenderingUnavailableError as exc:
-            print(f"warning: 3D snapshot skipped: {exc}", file=sys.stderr)
-    inputs = {"Label": str(args.label)}
-    inputs.update({name: str(path) for name, path in (("CT", args.ct), ("Entropy", args.entropy)) if path})
-    written["report"] = write_html_report(case, paths["report"], images=images, inputs=inputs, overwrite=args.overwrite)
+            try:
+                snapshot = write_snapshot_png(
+                    folder / f"{stem}_snapshot.png", label, lung=lung, entropy=entropy, case=case
+                )
+                kinds[snapshot.name], images["3D tumour spread"] = "snapshot", snapshot
+            except RenderingUnavailableError as exc:
+                print(f"warning: 3D snapshot skipped: {exc}", file=sys.stderr)
+        inputs = {"Label": str(args.label)}
+        inputs.update({name: str(path) for name, path in (("CT", args.ct), ("Entropy", args.entropy)) if path})
+        report = write_html_report(case, folder / f"{stem}_report.html", images=images, inputs=inputs)
+        kinds[report.name] = "report"
+        for name in kinds:
+            staged.adopt(name)
+        written = {kinds[name]: path for name, path in staged.commit().items()}
     print(format_case_table(case), file=out)
     for name, path in written.items():
         print(f"{name}: {path}", file=out)
@@ -125,16 +143,37 @@ def run_measure(args: argparse.Namespace, stdout: TextIO | None = None) -> int:
 def run_evaluate(args: argparse.Namespace, stdout: TextIO | None = None) -> int:
     """Run ``evaluate``: load both labels, compute all metrics, print them and write JSON/CSV.
 
+    Both inputs must be label maps; a prediction whose voxel axes are only ordered differently from
+    the ground truth's is re-indexed onto its grid.
+
     Returns:
         0 on success.
     """
     out = stdout or sys.stdout
-    pred, gt = load_volume(args.pred, dtype=None), load_volume(args.gt, dtype=None)
+    check_stem(args.stem)
+    check_range("--tolerance-mm", args.tolerance_mm, 0.0, low_open=True)
+    check_range("--detection-threshold", args.detection_threshold, 0.0, 1.0)
     out_dir = args.output_dir or args.pred.resolve().parent
     stem = args.stem or image_stem(args.pred)
-    check_targets([out_dir / f"{stem}_evaluation.json", out_dir / f"{stem}_evaluation.csv"], args.overwrite)
-    result = evaluate(pred, gt, tolerance_mm=args.tolerance_mm, detection_threshold=args.detection_threshold)
-    written = write_evaluation_tables(result, out_dir, stem, overwrite=args.overwrite)
+    names = [f"{stem}_evaluation.json", f"{stem}_evaluation.csv"]
+    check_folder_path(out_dir)
+    check_targets([out_dir / name for name in names], args.overwrite)
+    gt = load_label(args.gt, "ground truth")
+    pred = load_label(args.pred, "prediction")
+    moved = on_grid_of(pred, gt)
+    if moved is None:
+        raise InputError(
+            f"{args.pred}: the prediction and the ground truth {args.gt} are not on the same grid: "
+            f"{gt.grid_difference(pred)} (ground truth vs prediction); resample the prediction onto it first"
+        )
+    result = evaluate(moved, gt, tolerance_mm=args.tolerance_mm, detection_threshold=args.detection_threshold)
+    with removing_new_empty_folders(out_dir), OutputSet(out_dir, args.overwrite, names) as staged:
+        assert staged.staging is not None
+        tables = write_evaluation_tables(result, staged.staging, stem)
+        kinds = {path.name: kind for kind, path in tables.items()}
+        for name in kinds:
+            staged.adopt(name)
+        written = {kinds[name]: path for name, path in staged.commit().items()}
     print(format_evaluation_table(result), file=out)
     for name, path in written.items():
         print(f"{name}: {path}", file=out)
@@ -177,12 +216,3 @@ def format_evaluation_table(result: dict) -> str:
     ]
     width = max(len(name) for name, _, _ in rows)
     return "\n".join(f"{name:<{width}}  {'n/a' if value is None else fmt.format(value)}" for name, value, fmt in rows)
-
-
-def _load_on_grid(path: Path | None, label: Volume, name: str) -> Volume | None:
-    if path is None:
-        return None
-    volume = load_volume(path, dtype=np.float32)
-    if not label.same_grid(volume):
-        raise InputError(f"{path}: the {name} image ({volume.shape}) is not on the label's grid ({label.shape})")
-    return volume

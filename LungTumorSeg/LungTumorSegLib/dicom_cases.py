@@ -65,8 +65,11 @@ def safe_stem(text: str) -> str:
     return _UNSAFE.sub("_", text).strip("._") or "dicom"
 
 
-def dicom_cases(folder: Path, series_uid: str | None = None) -> list[DicomCase]:
+def dicom_cases(folder: Path, series_uid: str | None = None, skip: Path | None = None) -> list[DicomCase]:
     """The cases of a DICOM folder (see the module notes); [] when it holds no DICOM file.
+
+    ``skip``: a folder below ``folder`` not to search (``segment``'s output folder, which holds its DICOM SEG
+    and SR files).
 
     Raises:
         InputError: DICOM files but no CT series to segment, or no series with ``series_uid``.
@@ -79,8 +82,9 @@ def dicom_cases(folder: Path, series_uid: str | None = None) -> list[DicomCase]:
         return [DicomCase(chosen, safe_stem(folder.resolve().name), [note] if note else [])]
     cases: list[DicomCase] = []
     skipped: list[str] = []
+    skipped_folder = Path(skip).resolve() if skip is not None else None
     for root, dirs, names in os.walk(folder):
-        dirs.sort()
+        dirs[:] = sorted(d for d in dirs if (Path(root) / d).resolve() != skipped_folder)
         found = find_series(sorted(Path(root) / name for name in names))
         if not found:
             continue
@@ -121,10 +125,13 @@ def dicom_file_case(path: Path, series_uid: str | None = None) -> DicomCase:
     return DicomCase(chosen, safe_stem(path.parent.resolve().name))
 
 
-def dicom_inputs(item: Path, series_uid: str | None = None) -> list[DicomCase]:
-    """The DICOM cases of a CLI input (a DICOM file or a folder), [] when it is neither."""
+def dicom_inputs(item: Path, series_uid: str | None = None, skip: Path | None = None) -> list[DicomCase]:
+    """The DICOM cases of a CLI input (a DICOM file or a folder), [] when it is neither.
+
+    ``skip``: a folder not to search (see ``dicom_cases``).
+    """
     if item.is_dir():
-        return dicom_cases(item, series_uid)
+        return dicom_cases(item, series_uid, skip)
     if is_dicom_file(item):
         return [dicom_file_case(item, series_uid)]
     return []

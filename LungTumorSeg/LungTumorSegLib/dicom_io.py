@@ -24,6 +24,7 @@ from pydicom.errors import InvalidDicomError
 from pydicom.misc import is_dicom
 
 from .errors import InputError
+from .image_names import is_output_file
 from .volume import Volume
 
 try:  # pydicom >= 3
@@ -131,12 +132,15 @@ def is_dicom_file(path: Path) -> bool:
 def find_series(paths: Iterable[Path]) -> list[DicomSeries]:
     """Group the DICOM image files among ``paths`` by SeriesInstanceUID (other files are skipped).
 
+    ``segment``'s own DICOM outputs (``*_seg.dcm``, ``*_sr.dcm``) are skipped too, so a DICOM folder
+    can be segmented into itself.
+
     Returns:
         The series in order of first appearance, files in the given order.
     """
     series: dict[str, DicomSeries] = {}
     for path in paths:
-        if not is_dicom_file(path):
+        if is_output_file(path) or not is_dicom_file(path):
             continue
         try:
             header = pydicom.dcmread(path, stop_before_pixels=True)

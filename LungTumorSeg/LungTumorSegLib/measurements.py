@@ -257,7 +257,8 @@ def measure_lesions(
     for name, other in (("CT", ct), ("entropy", entropy)):
         if other is not None and not label.same_grid(other):
             raise InputError(
-                f"the {name} image ({other.shape}) is not on the label's grid ({label.shape}); resample it first"
+                f"the {name} image is not on the label's grid: {label.grid_difference(other)} (label vs {name}); "
+                "resample it first"
             )
     if components is None:
         components = find_lesions(lesion_mask(label.array))

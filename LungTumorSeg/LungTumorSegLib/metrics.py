@@ -160,8 +160,8 @@ def evaluate(
     """
     if not pred.same_grid(gt):
         raise InputError(
-            f"prediction and ground truth are not on the same grid (shapes {pred.shape} vs {gt.shape}, "
-            "or different geometry); resample the prediction onto the ground truth first"
+            f"prediction and ground truth are not on the same grid: {gt.grid_difference(pred)} "
+            "(ground truth vs prediction); resample the prediction onto the ground truth first"
         )
     pred_mask, gt_mask = lesion_mask(pred.array), lesion_mask(gt.array)
     pred_lesions, gt_lesions = find_lesions(pred_mask), find_lesions(gt_mask)

@@ -51,3 +51,21 @@ class Reorientation:
     def invert(self, array: np.ndarray) -> Volume:
         """A Volume on the source grid from an array on the RAS-aligned grid."""
         return Volume(np.ascontiguousarray(self.invert_array(array)), self.source_affine.copy())
+
+
+def on_grid_of(volume: Volume, reference: Volume, atol: float = 1e-3) -> Volume | None:
+    """``volume`` re-indexed onto ``reference``'s grid when both cover the same voxels in another axis order.
+
+    A lossless permutation/flip of the voxel axes (no resampling). Returns ``volume`` itself when the
+    grids already agree and None when no such re-indexing maps one grid onto the other.
+    """
+    if reference.same_grid(volume, atol):
+        return volume
+    if sorted(volume.shape) != sorted(reference.shape):
+        return None
+    transform = ornt.ornt_transform(ornt.io_orientation(volume.affine), ornt.io_orientation(reference.affine))
+    array = ornt.apply_orientation(volume.array, transform)
+    if tuple(array.shape) != reference.shape:
+        return None
+    moved = Volume(np.ascontiguousarray(array), volume.affine @ ornt.inv_ornt_aff(transform, volume.shape))
+    return moved if reference.same_grid(moved, atol) else None

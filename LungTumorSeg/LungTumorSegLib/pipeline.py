@@ -12,7 +12,6 @@ import torch
 
 from .bundle import ModelBundle
 from .device import device_description, resolve_device
-from .errors import InputError
 from .inference import InferenceSettings, predict_ensemble, tta_flips
 from .lungfield import lung_field
 from .orientation import Reorientation
@@ -20,7 +19,7 @@ from .postprocess import PostprocessSettings, lesion_at_point, postprocess
 from .preprocess import Box, box_around_point, crop, scale_hu
 from .progress import ProgressReporter, StepProgress
 from .resampling import model_grid_shape, resample
-from .validation import validate_ct
+from .validation import check_run_size, check_segment_options, validate_ct
 from .volume import Volume
 
 LUNG_MARGIN_MM = 15.0
@@ -73,6 +72,7 @@ def segment(
         networks: already loaded ``bundle.load_networks(...)`` output, to reuse across cases.
     """
     options = options or SegmentOptions()
+    check_segment_options(options)
     reporter = reporter or ProgressReporter("none")
     timings: dict[str, float] = {}
     start = time.perf_counter()
@@ -86,6 +86,7 @@ def segment(
     box = _region_of_interest(ras, field_, options, reporter)
     region = crop(ras, box)
     grid = model_grid_shape(region.shape, region.spacing, bundle.spacing_mm)
+    check_run_size(ct.shape, region.shape, grid)
     image = resample(scale_hu(region.array, bundle.input["hu_window"]), grid, "linear")
     timings["preprocess_s"] = time.perf_counter() - start
 
@@ -174,13 +175,10 @@ def _postprocess_settings(bundle: ModelBundle, options: SegmentOptions) -> Postp
     def pick(option: Any, key: str, default: Any) -> Any:
         return option if option is not None else spec.get(key, default)
 
-    settings = PostprocessSettings(
+    return PostprocessSettings(
         threshold=float(pick(options.threshold, "threshold", 0.5)),
         min_lesion_ml=float(pick(options.min_lesion_ml, "min_lesion_ml", 0.05)),
         restrict_to_lung=bool(pick(options.restrict_to_lung, "restrict_to_lung", True)),
         keep_largest=bool(pick(options.keep_largest, "keep_largest", False)),
         min_peak_probability=float(pick(options.min_peak_probability, "min_peak_probability", 0.0)),
     )
-    if not 0.0 <= settings.threshold <= 1.0:
-        raise InputError(f"threshold must be in [0, 1], got {settings.threshold}")
-    return settings

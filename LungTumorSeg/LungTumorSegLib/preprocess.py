@@ -32,7 +32,8 @@ def box_around_point(volume: Volume, point_ras: Sequence[float], side_mm: float)
     """
     centre = volume.ras_to_voxel(np.asarray(point_ras, dtype=np.float64))
     if np.any(centre < -0.5) or np.any(centre > np.array(volume.shape) - 0.5):
-        raise InputError(f"seed point {tuple(np.round(point_ras, 1))} (RAS mm) lies outside the image")
+        shown = ", ".join(f"{float(v):.1f}" for v in point_ras)
+        raise InputError(f"seed point ({shown}) (RAS mm) lies outside the image")
     half = side_mm / 2.0 / volume.spacing
     return tuple(
         slice(max(0, int(np.floor(c - h))), min(n, int(np.ceil(c + h)) + 1))

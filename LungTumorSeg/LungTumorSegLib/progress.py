@@ -61,8 +61,8 @@ class ProgressReporter:
         LOG.debug("%s %.1f%% %s", step, 100 * self.fraction, message)
 
     def log(self, level: str, message: str) -> None:
-        """A message for the user (``info``, ``warning`` or ``error``)."""
-        LOG.log(logging.getLevelName(level.upper()), message)
+        """A message for the user (``info``, ``warning`` or ``error``), shown once (logged at debug level only)."""
+        LOG.debug("%s: %s", level, message)
         if self.mode == "json":
             self.emit("log", level=level, message=message)
         elif self.mode == "tqdm":

@@ -1,37 +1,338 @@
-"""Checks that an input volume is a usable CT in Hounsfield units."""
+"""Checks on what the user gives, run before the expensive steps, each failing with a one-line InputError.
+
+- options (``check_segment_options``, ``check_range``, ``check_stem``);
+- image headers, before the voxels are read (``check_image_header``, ``geometry_warnings``);
+- voxel values, on the stored type before any float32 copy (``value_stats`` and the ``check_*_values``);
+- the size of a run, before it allocates (``check_run_size``: model grid and memory estimate).
+"""
 
 from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .errors import InputError
+from .image_io import ImageHeader, is_scalar_type, voxel_type_name
 from .volume import Volume
 
+if TYPE_CHECKING:
+    from .pipeline import SegmentOptions
+
 MIN_VOXELS_PER_AXIS = 2
+MAX_OVERLAP = 0.9
+MIN_ROI_MM = 10.0
+# A CT scanner's bore and couch bound what one image can hold: wider or longer means a wrong voxel spacing.
+MAX_FIELD_OF_VIEW_ACROSS_MM = 750.0  # left-right and front-back (big-bore extended field of view ~ 700 mm)
+MAX_FIELD_OF_VIEW_LENGTH_MM = 2000.0  # head to foot (a whole-body scan)
+# Model-grid voxels the networks may run on in one case: bounds the time (~ 12 min on 2 CPU cores at the limit).
+MAX_MODEL_GRID_VOXELS = 128_000_000
+# Peak bytes per voxel of the input grid, the cropped region and the model grid, and the fixed cost of
+# torch, MONAI and the networks' sliding-window activations. Measured with Testing/benchmarks/bench_memory.py
+# (peak RSS of whole segment runs: about 23 B per input voxel of an int16 CT, 58 B per model-grid voxel,
+# 0.9 GB fixed) and rounded up, so the estimate errs on the safe side.
+BYTES_PER_IMAGE_VOXEL = 28
+BYTES_PER_REGION_VOXEL = 24
+BYTES_PER_MODEL_VOXEL = 64
+BASE_BYTES = 1 << 30
+MEMORY_LIMIT_ENV = "LUNGTUMORSEG_MAX_MEMORY_GB"
+MEMORY_FRACTION = 0.8  # default limit: this share of the machine's physical memory
+MAX_LABEL_VALUES = 255
 
 
-def validate_ct(volume: Volume, name: str = "input") -> None:
-    """Raise InputError with a one-line reason unless ``volume`` looks like CT in HU.
+def numbers_text(values: Sequence[float], digits: int = 3) -> str:
+    """``(0.7, 0.7, 1.25)``-style text of numbers for messages (no numpy reprs)."""
+    return "(" + ", ".join(f"{round(float(v), digits):g}" for v in values) + ")"
 
-    Checks: at least 2 voxels per axis, finite values, not a label map, air present
-    (values below -500 HU), and a plausible HU range.
+
+# ---------------------------------------------------------------- options
+
+
+def check_range(
+    option: str, value: float | None, low: float | None = None, high: float | None = None, low_open: bool = False
+) -> None:
+    """Raise InputError unless ``value`` is None or a finite number in [low, high] ((low, high] with ``low_open``)."""
+    if value is None:
+        return
+    value = float(value)
+    too_low = low is not None and (value <= low if low_open else value < low)
+    too_high = high is not None and value > high
+    if not math.isfinite(value) or too_low or too_high:
+        if low is not None and high is not None:
+            bounds = f"{'above' if low_open else 'at least'} {low:g} and at most {high:g}"
+        elif low is not None:
+            bounds = f"{'above' if low_open else 'at least'} {low:g}"
+        else:
+            bounds = f"at most {high:g}"
+        raise InputError(f"{option} {value:g}: must be a number {bounds}")
+
+
+def check_segment_options(options: SegmentOptions, threads: int | None = None) -> None:
+    """Check every ``SegmentOptions`` field (and ``--threads``) before anything is loaded.
+
+    Raises:
+        InputError: naming the option and its allowed range.
     """
-    array = volume.array
-    if min(volume.shape) < MIN_VOXELS_PER_AXIS:
-        raise InputError(f"{name}: image is too small ({volume.shape}); a 3D CT is needed")
-    sample = array[:: max(1, array.shape[0] // 64), :: max(1, array.shape[1] // 64), :]
-    if not np.all(np.isfinite(sample)) or not np.all(np.isfinite(array)):
-        raise InputError(f"{name}: image contains NaN or infinite values")
-    low, high = float(array.min()), float(array.max())
-    unique = np.unique(sample)
-    if unique.size <= 16 and low >= 0:
+    check_range("--overlap", options.overlap, 0.0, MAX_OVERLAP)
+    check_range("--threshold", options.threshold, 0.0, 1.0, low_open=True)
+    check_range("--min-lesion-ml", options.min_lesion_ml, 0.0)
+    check_range("min_peak_probability", options.min_peak_probability, 0.0, 1.0)
+    check_range("--roi-mm", options.roi_mm, MIN_ROI_MM)
+    check_range("--threads", threads, 1)
+    if options.tta is not None and options.tta not in (1, 2, 4, 8):
+        raise InputError(f"--tta {options.tta}: must be 1, 2, 4 or 8")
+    if options.point_ras is not None:
+        point = [float(v) for v in options.point_ras]
+        if len(point) != 3 or not all(math.isfinite(v) for v in point):
+            raise InputError(f"--point {' '.join(f'{v:g}' for v in point)}: must be 3 finite RAS coordinates (mm)")
+    if int(options.sw_batch_size) < 1:
+        raise InputError(f"sliding-window batch size must be at least 1, got {options.sw_batch_size}")
+
+
+def check_stem(stem: str | None) -> None:
+    """Raise InputError unless ``stem`` is a plain file-name prefix (no folder part), so outputs stay in ``-o``."""
+    if stem is None:
+        return
+    separators = {"/", "\\", os.sep, os.altsep or "/"}
+    if not stem or stem in (".", "..") or "\0" in stem or any(sep in stem for sep in separators):
+        raise InputError(f"--stem {stem!r}: must be a file name prefix without folders (no '/' or '\\')")
+
+
+# ---------------------------------------------------------------- headers and geometry
+
+
+def field_of_view_mm(shape: Sequence[int], affine: np.ndarray) -> np.ndarray:
+    """Extent of the image along R, A and S in mm (the bounding box of its voxels)."""
+    return np.abs(np.asarray(affine)[:3, :3]) @ np.asarray(shape[:3], dtype=np.float64)
+
+
+def check_image_header(header: ImageHeader, ct: bool = True) -> None:
+    """Cheap checks on an image header before the voxels are read.
+
+    Every image: 3D (trailing axes of length 1 allowed), a scalar voxel type. A CT also: at least 2
+    voxels per axis, a field of view a CT can have, and a size whose full-resolution steps fit in memory.
+    """
+    path = header.path
+    shape = tuple(header.shape)
+    while len(shape) > 3 and shape[-1] == 1:
+        shape = shape[:-1]
+    if len(shape) != 3:
+        raise InputError(f"{path}: expected a 3D image, got {len(shape)}D with shape {tuple(header.shape)}")
+    if header.dtype is not None and not is_scalar_type(header.dtype):
+        kind = voxel_type_name(header.dtype)
+        raise InputError(f"{path}: voxel type {kind} is not a scalar image (colour or complex)")
+    if not ct:
+        return
+    if min(shape) < MIN_VOXELS_PER_AXIS:
+        raise InputError(f"{path}: image is too small {shape}; a 3D CT is needed")
+    extent = field_of_view_mm(shape, header.affine)
+    if (
+        extent[0] > MAX_FIELD_OF_VIEW_ACROSS_MM
+        or extent[1] > MAX_FIELD_OF_VIEW_ACROSS_MM
+        or (extent[2] > MAX_FIELD_OF_VIEW_LENGTH_MM)
+    ):
+        spacing = np.linalg.norm(np.asarray(header.affine)[:3, :3], axis=0)
         raise InputError(
-            f"{name}: looks like a label map ({unique.size} distinct values from {low:g} to {high:g}), not a CT"
+            f"{path}: field of view {extent[0]:.0f} x {extent[1]:.0f} x {extent[2]:.0f} mm (R x A x S) is larger "
+            f"than a CT can image (at most {MAX_FIELD_OF_VIEW_ACROSS_MM:.0f} mm across and "
+            f"{MAX_FIELD_OF_VIEW_LENGTH_MM:.0f} mm long); check the voxel spacing {numbers_text(spacing)} mm"
+        )
+    voxels = math.prod(shape)
+    need, limit = BASE_BYTES + voxels * BYTES_PER_IMAGE_VOXEL, memory_limit_bytes()
+    if need > limit:
+        raise InputError(
+            f"{path}: {shape[0]} x {shape[1]} x {shape[2]} voxels need about {_gb(need)} of memory, more than "
+            f"the limit of {_gb(limit)} ({memory_limit_source()}); crop or downsample the image"
+        )
+
+
+def geometry_warnings(header: ImageHeader) -> list[str]:
+    """Warnings about legal geometry worth a look: a sform and qform that disagree, sheared voxel axes.
+
+    The engine uses nibabel's choice (the sform when its code is > 0). ITK, and so Slicer, also read a
+    rigid sform but fall back to the qform when the sform is sheared; the outputs copy both transforms
+    (``image_io.save_volume(like=...)``), so they line up with the CT in either kind of viewer.
+    """
+    path, affine = header.path, np.asarray(header.affine)
+    shear = shear_degrees(affine)
+    offset = 0.0
+    if header.sform is not None and header.qform is not None:
+        corners = np.array(np.meshgrid(*[[0, n - 1] for n in header.shape[:3]], indexing="ij")).reshape(3, -1)
+        corners = np.vstack([corners, np.ones(corners.shape[1])])
+        offset = float(np.abs((header.sform - header.qform) @ corners)[:3].max())
+    both = "the outputs carry the same sform and qform, so they line up with the CT in either kind of viewer"
+    if offset > 0.01 and shear > 0.01 and header.sform_code > 0:
+        return [
+            f"{path}: the sform is sheared by {shear:.2f} degrees (e.g. a tilted gantry) and places voxels up to "
+            f"{offset:.1f} mm from the qform; the segmentation uses the sform, as nibabel does, while ITK and "
+            f"Slicer show the image by its qform; {both}"
+        ]
+    if offset > 0.01:
+        return [
+            f"{path}: the sform and the qform disagree (voxel positions differ by up to {offset:.1f} mm); the "
+            f"segmentation uses the {'sform' if header.sform_code > 0 else 'qform'}, as nibabel, ITK and Slicer do; "
+            f"{both}"
+        ]
+    if shear > 0.01:
+        return [
+            f"{path}: the voxel axes are not perpendicular (sheared by {shear:.2f} degrees, e.g. a tilted gantry); "
+            "the segmentation uses this geometry as stored and the outputs keep it"
+        ]
+    return []
+
+
+def shear_degrees(affine: np.ndarray) -> float:
+    """Largest deviation from 90 degrees between two voxel axes of an affine."""
+    columns = np.asarray(affine)[:3, :3]
+    unit = columns / np.linalg.norm(columns, axis=0)
+    cosines = np.abs(unit.T @ unit)[np.triu_indices(3, 1)]
+    return float(np.degrees(np.arcsin(np.clip(cosines.max(), 0.0, 1.0))))
+
+
+# ---------------------------------------------------------------- voxel values
+
+
+@dataclass(frozen=True)
+class ValueStats:
+    """Value facts of an image: range over all voxels, distinct values and integrality on a sample."""
+
+    low: float
+    high: float
+    distinct: int
+    integral: bool
+
+    @property
+    def finite(self) -> bool:
+        """False when any voxel is NaN or infinite (min/max propagate both)."""
+        return math.isfinite(self.low) and math.isfinite(self.high)
+
+
+def value_stats(array: np.ndarray, slope: float = 1.0, inter: float = 0.0) -> ValueStats:
+    """Value facts of ``array * slope + inter``, computed on the stored type (no full-size copy)."""
+    if array.dtype == bool:
+        array = array.view(np.uint8)
+    low, high = float(array.min()), float(array.max())  # NaN and inf propagate: no isfinite copy needed
+    if math.isfinite(low) and math.isfinite(high):
+        low, high = sorted((low * slope + inter, high * slope + inter))
+    sample = array[:: max(1, array.shape[0] // 64), :: max(1, array.shape[1] // 64), :]
+    values = np.unique(sample).astype(np.float64) * slope + inter
+    finite = values[np.isfinite(values)]
+    return ValueStats(low, high, int(values.size), bool(np.all(finite == np.round(finite))))
+
+
+def check_ct_values(stats: ValueStats, name: str, require_air: bool = True) -> None:
+    """Raise InputError with a one-line reason unless the values look like CT in Hounsfield units.
+
+    Checks: finite, not a label map, a range wide enough for CT, air below -500 HU (``require_air``),
+    and no value outside any CT range.
+    """
+    low, high = stats.low, stats.high
+    if not stats.finite:
+        raise InputError(f"{name}: image contains NaN or infinite values")
+    if stats.distinct <= 16 and low >= 0:
+        raise InputError(
+            f"{name}: looks like a label map ({stats.distinct} distinct values from {low:g} to {high:g}), not a CT"
         )
     if high - low < 200:
         raise InputError(f"{name}: intensity range {low:g}..{high:g} is too narrow for CT in Hounsfield units")
-    if low > -500:
+    if require_air and low > -500:
         hint = " (stored values without rescale slope/intercept?)" if low >= 0 else ""
         raise InputError(f"{name}: no air below -500 HU (minimum {low:g}); not a chest CT in Hounsfield units{hint}")
     if low < -5000 or high > 40000:
         raise InputError(f"{name}: intensities {low:g}..{high:g} are outside any CT range in Hounsfield units")
+
+
+def check_label_map_values(stats: ValueStats, name: str) -> None:
+    """Raise InputError unless the values look like a label map (or a probability map in 0..1).
+
+    A label holds no negative values and either lies in 0..1 or takes a few integer values (at most 255).
+    """
+    low, high = stats.low, stats.high
+    if not stats.finite:
+        raise InputError(f"{name}: label contains NaN or infinite values")
+    if low < 0 or (high > 1 and (not stats.integral or stats.distinct > MAX_LABEL_VALUES)):
+        what = "a CT" if low < -100 or stats.distinct > MAX_LABEL_VALUES else "an intensity image"
+        raise InputError(
+            f"{name}: not a label map (values {low:g} to {high:g}, {stats.distinct}+ distinct); looks like {what}"
+        )
+
+
+def check_unit_interval_values(stats: ValueStats, name: str, what: str = "an entropy map in bits") -> None:
+    """Raise InputError unless every value is finite and in 0..1 (entropy in bits, probabilities)."""
+    if not stats.finite or stats.low < -1e-3 or stats.high > 1 + 1e-3:
+        raise InputError(f"{name}: not {what} (values {stats.low:g} to {stats.high:g}, expected 0 to 1)")
+
+
+def validate_ct(volume: Volume, name: str = "input", require_air: bool = True) -> None:
+    """Raise InputError with a one-line reason unless ``volume`` looks like CT in HU.
+
+    Checks: at least 2 voxels per axis, then ``check_ct_values`` (on the array's own type).
+    """
+    if min(volume.shape) < MIN_VOXELS_PER_AXIS:
+        raise InputError(f"{name}: image is too small {volume.shape}; a 3D CT is needed")
+    check_ct_values(value_stats(volume.array), name, require_air)
+
+
+# ---------------------------------------------------------------- run size
+
+
+def memory_limit_bytes() -> int:
+    """The most memory a run may need: ``$LUNGTUMORSEG_MAX_MEMORY_GB``, else 80 % of physical memory."""
+    value = os.environ.get(MEMORY_LIMIT_ENV, "").strip()
+    if value:
+        try:
+            return int(float(value) * 2**30)
+        except ValueError:
+            raise InputError(f"{MEMORY_LIMIT_ENV}={value!r}: must be a number of GB") from None
+    try:
+        return int(MEMORY_FRACTION * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (AttributeError, ValueError, OSError):
+        return 1 << 62  # unknown (e.g. Windows): no limit
+
+
+def memory_limit_source() -> str:
+    """Where the memory limit comes from, for messages."""
+    if os.environ.get(MEMORY_LIMIT_ENV, "").strip():
+        return f"{MEMORY_LIMIT_ENV}"
+    return f"{MEMORY_FRACTION:.0%} of this machine's memory; set {MEMORY_LIMIT_ENV} to change it"
+
+
+def estimated_peak_bytes(image_voxels: int, region_voxels: int, model_voxels: int) -> int:
+    """Estimated peak memory of one ``segment`` case (see the BYTES_PER_* constants)."""
+    return (
+        BASE_BYTES
+        + image_voxels * BYTES_PER_IMAGE_VOXEL
+        + region_voxels * BYTES_PER_REGION_VOXEL
+        + model_voxels * BYTES_PER_MODEL_VOXEL
+    )
+
+
+def check_run_size(image_shape: Sequence[int], region_shape: Sequence[int], grid_shape: Sequence[int]) -> None:
+    """Refuse a case whose model grid or estimated memory is beyond the documented limits, before allocating.
+
+    Raises:
+        InputError: saying the grid, the estimate and the limit, and what to do.
+    """
+    model = math.prod(grid_shape)
+    grid = " x ".join(str(n) for n in grid_shape)
+    advice = "segment around a seed point (--point), keep the lung-field crop, or crop the image"
+    if model > MAX_MODEL_GRID_VOXELS:
+        raise InputError(
+            f"the model grid would be {grid} voxels ({model / 1e6:.0f} million, limit "
+            f"{MAX_MODEL_GRID_VOXELS / 1e6:.0f} million); {advice}"
+        )
+    need = estimated_peak_bytes(math.prod(image_shape), math.prod(region_shape), model)
+    limit = memory_limit_bytes()
+    if need > limit:
+        raise InputError(
+            f"the model grid of {grid} voxels needs about {_gb(need)} of memory, more than the limit of {_gb(limit)} "
+            f"({memory_limit_source()}); {advice}"
+        )
+
+
+def _gb(size: int) -> str:
+    return f"{size / 2**30:.1f} GB"

@@ -29,7 +29,8 @@ class Volume:
             raise InputError("the image geometry (voxel-to-RAS matrix) is missing or not finite")
         spacing = self.spacing
         if np.any(spacing <= 1e-6):
-            raise InputError(f"voxel spacing must be > 0 mm, got {tuple(np.round(spacing, 4))}")
+            shown = ", ".join(f"{float(v):g}" for v in np.round(spacing, 4))
+            raise InputError(f"voxel spacing must be > 0 mm, got ({shown})")
         if abs(np.linalg.det(self.affine[:3, :3])) < 1e-9:
             raise InputError("the image axes are degenerate (singular direction matrix)")
 
@@ -68,3 +69,22 @@ class Volume:
     def same_grid(self, other: Volume, atol: float = 1e-3) -> bool:
         """True when ``other`` has the same shape and geometry."""
         return self.shape == other.shape and np.allclose(self.affine, other.affine, atol=atol)
+
+    def grid_difference(self, other: Volume) -> str:
+        """What differs between this grid and ``other``'s, for messages ("" when they are the same)."""
+
+        def text(values: np.ndarray) -> str:
+            return "(" + ", ".join(f"{float(v):.4g}" for v in values) + ")"
+
+        if self.shape != other.shape:
+            return f"shape {self.shape} vs {other.shape}"
+        if not np.allclose(self.spacing, other.spacing, atol=1e-3):
+            return f"voxel spacing {text(self.spacing)} vs {text(other.spacing)} mm"
+        directions = self.affine[:3, :3] / self.spacing
+        if not np.allclose(directions, other.affine[:3, :3] / other.spacing, atol=1e-3):
+            return "axis directions differ (the images are oriented differently)"
+        offset = other.affine[:3, 3] - self.affine[:3, 3]
+        if not np.allclose(offset, 0.0, atol=1e-3):
+            origins = f"{text(self.affine[:3, 3])} vs {text(other.affine[:3, 3])}"
+            return f"origin {origins} mm (shifted by {np.linalg.norm(offset):.3g} mm)"
+        return ""

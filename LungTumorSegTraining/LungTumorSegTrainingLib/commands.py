@@ -21,7 +21,7 @@ from .config import TrainConfig, write_json_atomic
 from .datalist import build_msd_layout, load_datalist, validate_cases
 from .ensemble import DEFAULT_THRESHOLDS, predict_members, search_weights
 from .export import OutputSettings, export_bundle, load_members, read_ensemble_file
-from .splits import load_split, make_kfold, make_split, patient_id, select_cases
+from .splits import check_fractions, load_split, make_kfold, make_split, patient_id, select_cases
 from .stopping import StopRequest
 
 # TrainConfig fields set from same-named command-line options (argparse dest names)
@@ -152,6 +152,7 @@ def _finish_training(result: Any, args: argparse.Namespace) -> int:
 
 def run_prepare(args: argparse.Namespace) -> int:
     """``prepare``: check data, optionally write an MSD task folder and/or a split file."""
+    check_fractions(args.val_fraction, args.test_fraction)
     cases = load_datalist(args.data, args.max_cases, strict=args.strict)
     reporter = ProgressReporter(args.progress)
     validate_cases(

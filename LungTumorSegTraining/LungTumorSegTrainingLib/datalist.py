@@ -183,19 +183,27 @@ def validate_cases(
     check_values: bool = True,
     progress: Callable[[int, int], None] | None = None,
 ) -> None:
-    """Check every case: files exist, image/label geometry matches, and (optionally) label values are {0, 1, 2}.
+    """Check every case: files exist, image/label geometry matches, and (optionally) label values are {0, 1, 2}
+    with a tumour voxel (1) in at least one label.
 
     Raises:
         InputError: the first problem found, naming the case.
     """
     check_files(cases)
+    with_tumour = 0
     for index, case in enumerate(cases):
         check_geometry(case)
         if check_values:
             label = load_volume(case["label"], dtype=None)
             check_label_values(label.array, f"case {case.get('case', '?')} label {Path(case['label']).name}")
+            with_tumour += bool(np.any(label.array == 1))
         if progress:
             progress(index + 1, len(cases))
+    if check_values and cases and not with_tumour:
+        raise InputError(
+            f"every label is empty ({len(cases)} case(s), no tumour voxel in any, e.g. {cases[0]['label']}): "
+            "a model would learn nothing; check the label folder"
+        )
 
 
 def build_msd_layout(

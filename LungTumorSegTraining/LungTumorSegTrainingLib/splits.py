@@ -109,6 +109,18 @@ class Split:
         write_json_atomic(path, self.to_dict())
 
 
+def check_fractions(val_fraction: float, test_fraction: float) -> None:
+    """Raise InputError unless both fractions are in [0, 1) and together leave patients for training."""
+    for option, value in (("--val-fraction", val_fraction), ("--test-fraction", test_fraction)):
+        if not (0.0 <= float(value) < 1.0):
+            raise InputError(f"{option} {value:g} is out of range: a fraction of patients, at least 0 and below 1")
+    if val_fraction + test_fraction >= 1.0:
+        raise InputError(
+            f"--val-fraction {val_fraction:g} and --test-fraction {test_fraction:g} add up to 1 or more: "
+            "no patient would be left for training"
+        )
+
+
 def make_split(
     cases: Sequence[str],
     val_fraction: float = 0.2,
@@ -121,6 +133,7 @@ def make_split(
     Fractions apply to patients (rounded, at least one patient in val when ``val_fraction`` > 0 and there
     are at least two patients).
     """
+    check_fractions(val_fraction, test_fraction)
     patients, groups = _group(cases, pattern)
     order = _shuffled(sorted(groups), seed)
     n = len(order)
@@ -141,6 +154,7 @@ def make_kfold(
     """K-fold cross-validation by patient (after holding out ``test_fraction`` of patients as test)."""
     if folds < 2:
         raise InputError(f"--folds must be at least 2, got {folds}")
+    check_fractions(0.0, test_fraction)
     patients, groups = _group(cases, pattern)
     order = _shuffled(sorted(groups), seed)
     n_test = int(round(test_fraction * len(order))) if test_fraction > 0 else 0
