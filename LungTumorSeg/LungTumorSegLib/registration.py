@@ -9,7 +9,9 @@ so runs are repeatable. The translation starts from the difference of the two lu
 
 The residual of the alignment is reported without a ground truth: the distance between the baseline's
 lung boundary and the aligned follow-up's lung boundary (mean and 95th percentile, mm), before and after.
-SimpleITK was chosen over itk-elastix by ``Testing/benchmarks/bench_registration.py`` (see docs/compare.md).
+SimpleITK was chosen over itk-elastix by ``Testing/benchmarks/bench_registration.py`` (docs/measurements.md).
+SimpleITK methods are called through their class (``ImageRegistrationMethod.SetX(method, ...)``) so that
+the Slicer API check, which cannot infer types, sees they are SimpleITK's and not Slicer's.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
+from SimpleITK import ImageRegistrationMethod
 
 from .errors import InputError
 from .lungfield import lung_field
@@ -51,6 +54,9 @@ class RegistrationSettings:
         mask_margin_mm: the metric region is the baseline lung field dilated by this much.
         bspline_spacing_mm: B-spline control-point spacing (deformable).
         bspline_iterations: most L-BFGS-B iterations per level (deformable).
+        bspline_shrink_factors: pyramid of the deformable stage; it stops at twice the working spacing,
+            ample for control points ``bspline_spacing_mm`` apart.
+        bspline_smoothing_voxels: its Gaussian sigmas, in working voxels.
         seed: random seed of the metric sampling.
     """
 
@@ -63,13 +69,17 @@ class RegistrationSettings:
     mask_margin_mm: float = 20.0
     bspline_spacing_mm: float = 40.0
     bspline_iterations: int = 30
+    bspline_shrink_factors: tuple[int, ...] = (4, 2)
+    bspline_smoothing_voxels: tuple[float, ...] = (2.0, 1.0)
     seed: int = 1
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise InputError(f"registration must be one of {', '.join(MODES)}, got {self.mode!r}")
-        if len(self.shrink_factors) != len(self.smoothing_voxels):
-            raise ValueError("shrink_factors and smoothing_voxels need one value per level")
+        if len(self.shrink_factors) != len(self.smoothing_voxels) or len(self.bspline_shrink_factors) != len(
+            self.bspline_smoothing_voxels
+        ):
+            raise ValueError("shrink factors and smoothing sigmas need one value per level")
 
 
 @dataclass
@@ -111,9 +121,10 @@ class Alignment:
         """The follow-up image on a baseline grid (``reference``): linear for CT, nearest for labels."""
         interpolator = sitk.sitkNearestNeighbor if nearest else sitk.sitkLinear
         default = 0.0 if nearest else AIR_HU
-        moving = to_sitk(followup.array if nearest else followup.array.astype(np.float32), followup.affine)
         grid = to_sitk(np.zeros(reference.shape, np.uint8), reference.affine)
-        out = sitk.Resample(moving, grid, self.transform, interpolator, default, moving.GetPixelID())
+        pixel = sitk.sitkUInt16 if nearest else sitk.sitkFloat32
+        moving = to_sitk(followup.array.astype(np.uint16 if nearest else np.float32), followup.affine)
+        out = sitk.Resample(moving, grid, self.transform, interpolator, default, pixel)
         return reference.with_array(from_sitk(out))
 
     def write(self, path: str | Path) -> Path:
@@ -260,20 +271,18 @@ def _initial_rigid(fixed: _Working, moving: _Working) -> sitk.Euler3DTransform:
 
 
 def _method(
-    settings: RegistrationSettings, mask: sitk.Image, levels: int | None = None
+    settings: RegistrationSettings, mask: sitk.Image, shrink: tuple[int, ...], smoothing: tuple[float, ...]
 ) -> sitk.ImageRegistrationMethod:
-    method = sitk.ImageRegistrationMethod()
-    method.SetMetricAsMattesMutualInformation(numberOfHistogramBins=50)
-    method.SetMetricSamplingStrategy(method.RANDOM)
-    method.SetMetricSamplingPercentage(settings.sampling_fraction, settings.seed)
-    method.SetMetricFixedMask(mask)
-    method.SetInterpolator(sitk.sitkLinear)
-    shrink, smoothing = list(settings.shrink_factors), list(settings.smoothing_voxels)
-    if levels is not None:
-        shrink, smoothing = shrink[-levels:], smoothing[-levels:]
-    method.SetShrinkFactorsPerLevel(shrink)
-    method.SetSmoothingSigmasPerLevel(smoothing)
-    method.SmoothingSigmasAreSpecifiedInPhysicalUnitsOff()
+    """Mattes mutual information on a fixed random sample of the masked voxels, linear interpolation, a pyramid."""
+    method = ImageRegistrationMethod()
+    ImageRegistrationMethod.SetMetricAsMattesMutualInformation(method, numberOfHistogramBins=50)
+    ImageRegistrationMethod.SetMetricSamplingStrategy(method, ImageRegistrationMethod.RANDOM)
+    ImageRegistrationMethod.SetMetricSamplingPercentage(method, settings.sampling_fraction, settings.seed)
+    ImageRegistrationMethod.SetMetricFixedMask(method, mask)
+    ImageRegistrationMethod.SetInterpolator(method, sitk.sitkLinear)
+    ImageRegistrationMethod.SetShrinkFactorsPerLevel(method, list(shrink))
+    ImageRegistrationMethod.SetSmoothingSigmasPerLevel(method, list(smoothing))
+    ImageRegistrationMethod.SmoothingSigmasAreSpecifiedInPhysicalUnitsOff(method)
     return method
 
 
@@ -286,67 +295,70 @@ def _watch(method, progress: Progress, span: tuple[float, float], name: str, ite
         state["level"] += 1
 
     def on_iteration() -> None:
-        level = max(0, state["level"])
-        done = (level + min(1.0, method.GetOptimizerIteration() / max(1, iterations))) / levels
-        progress(start + (end - start) * done, f"{name}: level {level + 1}, iteration {method.GetOptimizerIteration()}")
+        level, iteration = max(0, state["level"]), ImageRegistrationMethod.GetOptimizerIteration(method)
+        done = (level + min(1.0, iteration / max(1, iterations))) / levels
+        progress(start + (end - start) * done, f"{name}: level {level + 1}, iteration {iteration}")
 
-    method.AddCommand(sitk.sitkMultiResolutionIterationEvent, on_level)
-    method.AddCommand(sitk.sitkIterationEvent, on_iteration)
+    ImageRegistrationMethod.AddCommand(method, sitk.sitkMultiResolutionIterationEvent, on_level)
+    ImageRegistrationMethod.AddCommand(method, sitk.sitkIterationEvent, on_iteration)
 
 
-def _run(method, fixed, moving, name: str, stages: list[dict]) -> sitk.Transform:
+def _run(method, fixed, moving, name: str, stages: list[dict]) -> None:
+    """Execute ``method`` (its initial transform is optimised in place) and record the stage."""
     tick = time.perf_counter()
     try:
-        transform = method.Execute(fixed.image, moving.image)
+        ImageRegistrationMethod.Execute(method, fixed.image, moving.image)
     except RuntimeError as exc:  # ITK exceptions carry several lines; keep the last meaningful one
         lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
         raise InputError(f"registration failed ({name}): {lines[-1] if lines else exc}") from exc
     stages.append(
         {
             "stage": name,
-            "iterations": int(method.GetOptimizerIteration()),
-            "metric": round(float(method.GetMetricValue()), 5),
-            "stop": method.GetOptimizerStopConditionDescription(),
+            "iterations": int(ImageRegistrationMethod.GetOptimizerIteration(method)),
+            "metric": round(float(ImageRegistrationMethod.GetMetricValue(method)), 5),
+            "stop": ImageRegistrationMethod.GetOptimizerStopConditionDescription(method),
             "seconds": round(time.perf_counter() - tick, 2),
         }
     )
-    return transform
 
 
 def _linear_stage(fixed, moving, mask, initial, settings, stages, progress, start, end) -> sitk.Transform:
-    method = _method(settings, mask)
-    method.SetOptimizerAsRegularStepGradientDescent(
+    method = _method(settings, mask, settings.shrink_factors, settings.smoothing_voxels)
+    ImageRegistrationMethod.SetOptimizerAsRegularStepGradientDescent(
+        method,
         learningRate=1.0,
         minStep=1e-4,
         numberOfIterations=settings.iterations,
         relaxationFactor=0.5,
         gradientMagnitudeTolerance=1e-8,
     )
-    method.SetOptimizerScalesFromPhysicalShift()
-    method.SetInitialTransform(initial, inPlace=False)
-    name = "rigid" if isinstance(initial, sitk.Euler3DTransform) else "affine"
+    ImageRegistrationMethod.SetOptimizerScalesFromPhysicalShift(method)
+    rigid = isinstance(initial, sitk.Euler3DTransform)
+    transform = sitk.Euler3DTransform(initial) if rigid else sitk.AffineTransform(initial)  # optimised in place
+    ImageRegistrationMethod.SetInitialTransform(method, transform, inPlace=True)
+    name = "rigid" if rigid else "affine"
     _watch(method, progress, (start, end), name, settings.iterations, len(settings.shrink_factors))
-    result = _run(method, fixed, moving, name, stages)
-    if isinstance(result, sitk.CompositeTransform):  # Execute wraps the optimised transform
-        result = result.GetNthTransform(result.GetNumberOfTransforms() - 1)
-    return result.Downcast() if hasattr(result, "Downcast") else result
+    _run(method, fixed, moving, name, stages)
+    return transform
 
 
 def _bspline_stage(fixed, moving, lung_mask, linear, settings, stages, progress, start, end) -> sitk.Transform:
     size_mm = np.asarray(fixed.image.GetSize()) * np.asarray(fixed.image.GetSpacing())
     mesh = [max(1, int(round(s / settings.bspline_spacing_mm))) for s in size_mm]
     bspline = sitk.BSplineTransformInitializer(fixed.image, mesh, order=3)
-    method = _method(settings, lung_mask, levels=2)
-    method.SetOptimizerAsLBFGSB(
+    method = _method(settings, lung_mask, settings.bspline_shrink_factors, settings.bspline_smoothing_voxels)
+    ImageRegistrationMethod.SetOptimizerAsLBFGSB(
+        method,
         gradientConvergenceTolerance=1e-5,
         numberOfIterations=settings.bspline_iterations,
         maximumNumberOfCorrections=5,
         maximumNumberOfFunctionEvaluations=4 * settings.bspline_iterations,
         costFunctionConvergenceFactor=1e7,
     )
-    method.SetMovingInitialTransform(linear)
-    method.SetInitialTransform(bspline, inPlace=True)
-    _watch(method, progress, (start, end), "deformable", settings.bspline_iterations, 2)
+    ImageRegistrationMethod.SetMovingInitialTransform(method, linear)
+    ImageRegistrationMethod.SetInitialTransform(method, bspline, inPlace=True)
+    levels = len(settings.bspline_shrink_factors)
+    _watch(method, progress, (start, end), "deformable", settings.bspline_iterations, levels)
     _run(method, fixed, moving, "deformable (B-spline, lung field)", stages)
     return sitk.CompositeTransform([linear, bspline])
 

@@ -1,0 +1,186 @@
+"""``lungtumorseg compare``: every output, JSON progress, segmentation without labels, and clear errors."""
+
+from __future__ import annotations
+
+import csv
+import html
+import json
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+from conftest import make_pointwise_bundle, shared, synthetic_chest
+from followup_pairs import LIDC_0003, downsampled_case, eroded_in_plane, moved, rigid_move
+
+from LungTumorSegLib.cli import main
+from LungTumorSegLib.image_io import load_volume, save_volume
+from LungTumorSegLib.volume import Volume
+
+
+@pytest.fixture(scope="module")
+def pr_pair(tmp_path_factory):
+    """Files: LIDC-IDRI-0003 (downsampled) and its label eroded by 4 mm (a partial response), not moved."""
+    ct, label = downsampled_case(shared(LIDC_0003))
+    folder = tmp_path_factory.mktemp("pair")
+    paths = {"ct": folder / "ct.nii.gz", "label": folder / "label.nii.gz", "eroded": folder / "eroded.nii.gz"}
+    save_volume(ct, paths["ct"])
+    save_volume(label, paths["label"])
+    save_volume(eroded_in_plane(label, 4.0), paths["eroded"])
+    return paths
+
+
+def _compare_args(pair, out, *extra):
+    return [
+        "compare",
+        str(pair["ct"]),
+        str(pair["ct"]),
+        "--baseline-label",
+        str(pair["label"]),
+        "--followup-label",
+        str(pair["eroded"]),
+        "-o",
+        str(out),
+        *extra,
+    ]
+
+
+def test_compare_writes_the_tables_pictures_and_joined_report(tmp_path, pr_pair, capsys):
+    code = main(_compare_args(pr_pair, tmp_path, "--registration", "none", "--progress", "json"))
+    assert code == 0
+    events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    fractions = [e["fraction"] for e in events if e["event"] == "progress"]
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0
+    result = next(e for e in events if e["event"] == "result")
+    assert result["summary"]["response"]["category"] == "PR"
+
+    data = json.loads((tmp_path / "comparison.json").read_text())
+    assert data["response"]["category"] == "PR" and "30 %" in data["response"]["rule"]
+    assert data["response"]["volume_not_recist"]["change_percent"] < 0
+    assert [m["match_type"] for m in data["matches"]] == ["matched"] * 3
+    rows = list(csv.DictReader((tmp_path / "comparison.csv").open()))
+    assert [r["baseline_ids"] for r in rows] == ["1", "2", "3"] and {r["response"] for r in rows} == {"PR"}
+    assert rows[0]["target"] == "1" and rows[2]["target"] == ""
+    for name in ("comparison_target_1.png", "comparison_target_2.png", "baseline_overlay.png", "followup_overlay.png"):
+        assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+    report = (tmp_path / "comparison_report.html").read_text()
+    assert "<h2>Baseline scan</h2>" in report and "<h2>Follow-up scan</h2>" in report
+    assert html.escape(data["response"]["rule"]) in report
+    assert set(result["outputs"]) >= {"comparison_json", "comparison_csv", "report", "transform", "target_1"}
+    assert not any(p.name.endswith(".nii.gz") for p in tmp_path.iterdir())  # labels were given: none written
+
+
+def test_existing_outputs_are_kept_unless_overwrite(tmp_path, pr_pair, capsys):
+    args = _compare_args(pr_pair, tmp_path, "--registration", "none", "--progress", "none", "--no-pictures")
+    assert main(args) == 0
+    before = {p.name: p.stat().st_mtime_ns for p in tmp_path.iterdir()}
+    assert main(args) == 2
+    assert "already exist" in capsys.readouterr().err
+    assert {p.name: p.stat().st_mtime_ns for p in tmp_path.iterdir()} == before
+    assert main([*args, "--overwrite"]) == 0
+
+
+def test_a_label_off_the_ct_grid_is_a_one_line_error_that_writes_nothing(tmp_path, capsys):
+    ct, nodule = synthetic_chest(shape=(40, 40, 20))
+    save_volume(ct, tmp_path / "ct.nii.gz")
+    small = Volume(nodule[:30].astype(np.uint8), ct.affine)
+    save_volume(small, tmp_path / "small_label.nii.gz")
+    out = tmp_path / "out"
+    code = main(
+        [
+            "compare",
+            str(tmp_path / "ct.nii.gz"),
+            str(tmp_path / "ct.nii.gz"),
+            "-o",
+            str(out),
+            "--baseline-label",
+            str(tmp_path / "small_label.nii.gz"),
+            "--progress",
+            "none",
+        ]
+    )
+    error = capsys.readouterr().err.strip()
+    assert code == 2 and error.count("\n") == 0
+    assert "small_label.nii.gz" in error and "grid" in error
+    assert not out.exists() or not any(out.iterdir())
+    code = main(
+        [
+            "compare",
+            str(tmp_path / "ct.nii.gz"),
+            str(tmp_path / "ct.nii.gz"),
+            "-o",
+            str(out),
+            "--followup-label",
+            str(tmp_path / "ct.nii.gz"),
+            "--progress",
+            "none",
+        ]
+    )
+    assert code == 2 and "not a tumour label" in capsys.readouterr().err
+
+
+def test_without_labels_both_scans_are_segmented(tmp_path, capsys):
+    spacing = (1.5, 1.5, 2.5)
+    bundle = make_pointwise_bundle(tmp_path / "pointwise", spacing=spacing)
+    for name, radius in (("before", 8.0), ("after", 5.0)):
+        ct, _ = synthetic_chest(spacing=spacing, nodules=(((-30.0, 0.0, 0.0), radius),))
+        save_volume(ct, tmp_path / f"{name}.nii.gz")
+    out = tmp_path / "out"
+    code = main(
+        [
+            "compare",
+            str(tmp_path / "before.nii.gz"),
+            str(tmp_path / "after.nii.gz"),
+            "-o",
+            str(out),
+            "--model",
+            str(bundle),
+            "--registration",
+            "none",
+            "--progress",
+            "none",
+        ]
+    )
+    assert code == 0, capsys.readouterr().err
+    data = json.loads((out / "comparison.json").read_text())
+    assert data["response"]["category"] == "PR"
+    assert data["baseline"]["inputs"]["label"] == "segmented here" and "model" in data["followup"]["inputs"]
+    label = load_volume(out / "baseline_tumor.nii.gz")
+    assert label.array.sum() > 0 and (out / "followup_entropy.nii.gz").exists()
+    assert "PR" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_compare_command_with_deformable_registration_on_a_moved_pair(tmp_path):
+    ct, label = downsampled_case(shared(LIDC_0003))
+    move = rigid_move(ct)
+    save_volume(ct, tmp_path / "ct.nii.gz")
+    save_volume(label, tmp_path / "label.nii.gz")
+    save_volume(moved(ct, move), tmp_path / "ct_moved.nii.gz")
+    save_volume(moved(eroded_in_plane(label, 4.0), move), tmp_path / "eroded_moved.nii.gz")
+    out = tmp_path / "out"
+    code = main(
+        [
+            "compare",
+            str(tmp_path / "ct.nii.gz"),
+            str(tmp_path / "ct_moved.nii.gz"),
+            "-o",
+            str(out),
+            "--baseline-label",
+            str(tmp_path / "label.nii.gz"),
+            "--followup-label",
+            str(tmp_path / "eroded_moved.nii.gz"),
+            "--registration",
+            "deformable",
+            "--progress",
+            "none",
+        ]
+    )
+    assert code == 0
+    data = json.loads((out / "comparison.json").read_text())
+    assert data["response"]["category"] == "PR"
+    assert [s["stage"] for s in data["registration"]["stages"]] == ["rigid", "deformable (B-spline, lung field)"]
+    transform = sitk.ReadTransform(str(out / "comparison_transform.h5"))
+    points = ct.voxel_to_ras(np.argwhere(label.array > 0))
+    flip = np.array([-1.0, -1.0, 1.0])
+    mapped = np.array([transform.TransformPoint(tuple(p)) for p in points * flip]) * flip
+    assert np.linalg.norm(mapped - (points @ move[:3, :3].T + move[:3, 3]), axis=1).max() < 1.5
