@@ -9,7 +9,7 @@ import json
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from conftest import make_pointwise_bundle, shared, synthetic_chest
+from conftest import DEMO_CT, DEMO_GTV, make_pointwise_bundle, shared, synthetic_chest
 from followup_pairs import LIDC_0003, downsampled_case, eroded_in_plane, moved, rigid_move
 
 from LungTumorSegLib.cli import main
@@ -147,6 +147,40 @@ def test_without_labels_both_scans_are_segmented(tmp_path, capsys):
     label = load_volume(out / "baseline_tumor.nii.gz")
     assert label.array.sum() > 0 and (out / "followup_entropy.nii.gz").exists()
     assert "PR" in capsys.readouterr().out
+
+
+def test_the_slicer_self_test_scenario_on_the_command_line(tmp_path):
+    """LungTumorSegTest.test_CompareWithBaseline, without Slicer: the demo CT against a copy moved 8, -5, 3 mm."""
+    ct, gtv = load_volume(DEMO_CT), load_volume(DEMO_GTV, dtype=None)
+    shift = np.array([8.0, -5.0, 3.0])
+    affine = ct.affine.copy()
+    affine[:3, 3] += shift
+    save_volume(Volume(ct.array, affine), tmp_path / "followup.nrrd")
+    save_volume(Volume(gtv.array, affine), tmp_path / "followup_gtv.nrrd")
+    out = tmp_path / "out"
+    code = main(
+        [
+            "compare",
+            str(DEMO_CT),
+            str(tmp_path / "followup.nrrd"),
+            "-o",
+            str(out),
+            "--progress",
+            "none",
+            "--baseline-label",
+            str(DEMO_GTV),
+            "--followup-label",
+            str(tmp_path / "followup_gtv.nrrd"),
+        ]
+    )
+    assert code == 0
+    data = json.loads((out / "comparison.json").read_text())
+    assert data["response"]["category"] == "SD" and [m["match_type"] for m in data["matches"]] == ["matched"]
+    translation = np.array(data["registration"]["linear_matrix_ras"])[:3, 3]
+    assert np.linalg.norm(translation - shift) < 1.0
+    transform = sitk.ReadTransform(str(out / "comparison_transform.h5"))  # what Slicer loads
+    flip = np.array([-1.0, -1.0, 1.0])
+    np.testing.assert_allclose(np.array(transform.TransformPoint((0.0, 0.0, 0.0))) * flip, shift, atol=1.0)
 
 
 @pytest.mark.slow
