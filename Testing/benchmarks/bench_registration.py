@@ -9,7 +9,7 @@ the same map with 100 iterations. Accuracy is the distance between the true and 
 of every tumour voxel (mean and max, mm); time is the best of ``--repeats`` runs. Prints a table and
 the time ratio elastix / SimpleITK.
 
-    PYTHONPATH=LungTumorSeg:Testing python Testing/benchmarks/bench_registration.py [--repeats 3] [--threads 2]
+    python Testing/benchmarks/bench_registration.py [--repeats 3] [--threads 2] [--hard] [--downsample 2]
 """
 
 from __future__ import annotations
