@@ -35,6 +35,7 @@ from slicer.ScriptedLoadableModule import (
 )
 from slicer.util import VTKObservationMixin
 
+from LungTumorSegLib import slicer_compare_helpers as compare_helpers
 from LungTumorSegLib import slicer_helpers as helpers
 
 MODULE_DIR = Path(__file__).resolve().parent
@@ -128,11 +129,14 @@ class LungTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.saveReportButton.enabled = False
         self.ui.progressBar.setValue(0)
         self.initializeParameterNode()
+        self.setupCompareSection()
 
     def cleanup(self) -> None:
         self.removeObservers()
         if self.logic:
             self.logic.cancel()
+        if getattr(self, "compareLogic", None):
+            self.compareLogic.cancel()
 
     def enter(self) -> None:
         self.initializeParameterNode()
@@ -355,6 +359,122 @@ class LungTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         caller.GetNthControlPointPositionWorld(count - 1, position)
         self.log(_("Seed point at RAS ({0:.1f}, {1:.1f}, {2:.1f})").format(*position))
         self.onApplyButton(pointRas=tuple(position))
+
+    # ---------------------------------------------------------------- compare with baseline
+
+    def setupCompareSection(self) -> None:
+        """The "Compare with baseline" section: its own .ui, run by LungTumorSegCompareLogic."""
+        sectionWidget = slicer.util.loadUI(self.resourcePath("UI/LungTumorSegCompare.ui"))
+        self.layout.addWidget(sectionWidget)
+        self.compareUi = slicer.util.childWidgetVariables(sectionWidget)
+        sectionWidget.setMRMLScene(slicer.mrmlScene)
+        ui = self.compareUi
+        for selector in (
+            ui.baselineVolumeSelector,
+            ui.baselineSegmentationSelector,
+            ui.followupVolumeSelector,
+            ui.followupSegmentationSelector,
+            ui.compareTableView,
+        ):
+            selector.setMRMLScene(slicer.mrmlScene)
+        for text, value in compare_helpers.REGISTRATION_CHOICES:
+            ui.registrationComboBox.addItem(_(text), value)
+        self.compareLogic = LungTumorSegCompareLogic()
+        self._comparison: LungTumorSegComparison | None = None
+        ui.compareButton.connect("clicked(bool)", self.onCompareButton)
+        ui.compareCancelButton.connect("clicked(bool)", self.onCompareCancel)
+        ui.compareTableView.connect("clicked(QModelIndex)", self.onCompareTableRowClicked)
+        ui.openCompareReportButton.connect("clicked(bool)", self.onOpenCompareReport)
+        for selector in (ui.baselineVolumeSelector, ui.followupVolumeSelector):
+            selector.connect("currentNodeChanged(vtkMRMLNode*)", self.updateCompareState)
+        self.updateCompareState()
+
+    def updateCompareState(self, *args) -> None:
+        ui = self.compareUi
+        running = self.compareLogic.isRunning()
+        baseline, followup = ui.baselineVolumeSelector.currentNode(), ui.followupVolumeSelector.currentNode()
+        ready = bool(baseline and followup and baseline != followup)
+        ui.compareButton.enabled = ready and not running
+        ui.compareButton.toolTip = (
+            _("Align, match the lesions and assess the RECIST 1.1 response")
+            if ready
+            else _("Pick two different CT volumes")
+        )
+        ui.compareCancelButton.enabled = running
+
+    def compareSettings(self) -> compare_helpers.CompareSettings:
+        """The alignment chosen here; model, device and TTA as chosen for segmentation above."""
+        return compare_helpers.CompareSettings(
+            registration=str(self.compareUi.registrationComboBox.currentData or "rigid"),
+            model=str(self.ui.modelComboBox.currentData or ""),
+            device=str(self.ui.deviceComboBox.currentData or "auto"),
+            tta=self.ui.ttaComboBox.currentData,
+        )
+
+    def onCompareButton(self, *args) -> None:
+        ui = self.compareUi
+        baselineSegmentation = ui.baselineSegmentationSelector.currentNode()
+        followupSegmentation = ui.followupSegmentationSelector.currentNode()
+        needsModel = baselineSegmentation is None or followupSegmentation is None
+        if needsModel and not self.logic.ensureDependencies(askConfirmation=True):
+            return
+        ui.compareProgressBar.setValue(0)
+        ui.compareStatusLabel.text = _("Starting…")
+        ui.compareSummaryLabel.text = ""
+        try:
+            self.compareLogic.runAsync(
+                ui.baselineVolumeSelector.currentNode(),
+                ui.followupVolumeSelector.currentNode(),
+                self.compareSettings(),
+                baselineSegmentation,
+                followupSegmentation,
+                progressCallback=self.onCompareProgress,
+                finishedCallback=self.onCompareFinished,
+            )
+        except Exception as exc:  # noqa: BLE001 - shown to the user
+            slicer.util.errorDisplay(_("Could not start the comparison: ") + str(exc))
+        self.updateCompareState()
+
+    def onCompareCancel(self) -> None:
+        self.compareLogic.cancel()
+        self.compareUi.compareStatusLabel.text = _("Cancelled: the scene was not changed.")
+        self.updateCompareState()
+
+    def onCompareProgress(self, event: helpers.ProgressEvent) -> None:
+        if event.event == "progress":
+            if event.fraction is not None:
+                self.compareUi.compareProgressBar.setValue(int(round(100 * event.fraction)))
+            self.compareUi.compareStatusLabel.text = f"{event.step_label}: {event.message}".rstrip(": ")
+        elif event.event in ("log", "error"):
+            self.log(f"[compare {event.data.get('level', event.event)}] {event.message}")
+
+    def onCompareFinished(self, result: LungTumorSegComparison | None, error: str | None) -> None:
+        ui = self.compareUi
+        self.updateCompareState()
+        if error:
+            ui.compareStatusLabel.text = _("Failed: ") + error.splitlines()[0]
+            self.log(error)
+            slicer.util.errorDisplay(_("Comparison failed: ") + error)
+            return
+        if result is None:
+            ui.compareStatusLabel.text = _("Cancelled: the scene was not changed.")
+            return
+        self._comparison = result
+        ui.compareProgressBar.setValue(100)
+        ui.compareStatusLabel.text = _("Done: the follow-up is aligned to the baseline (views linked)")
+        ui.compareSummaryLabel.text = result.summaryText
+        ui.compareTableView.setMRMLTableNode(result.tableNode)
+        ui.openCompareReportButton.enabled = bool(result.outputs.get("report"))
+
+    def onCompareTableRowClicked(self, index) -> None:
+        if self._comparison and 0 <= index.row() < len(self._comparison.rows):
+            location = self._comparison.rows[index.row()].get("location_ras")
+            if location:
+                LungTumorSegLogic.jumpToLocation(location)
+
+    def onOpenCompareReport(self) -> None:
+        if self._comparison and self._comparison.outputs.get("report"):
+            qt.QDesktopServices.openUrl(qt.QUrl.fromLocalFile(self._comparison.outputs["report"]))
 
 
 # ------------------------------------------------------------------------------------------ logic
@@ -837,6 +957,283 @@ class LungTumorSegLogic(ScriptedLoadableModuleLogic):
         return written
 
 
+# ------------------------------------------------------------------------------------------ compare logic
+
+
+@dataclass
+class LungTumorSegComparison:
+    """The nodes and data of one comparison (``comparison.json`` as ``data``)."""
+
+    data: dict
+    summaryText: str
+    tableNode: Any
+    rows: list
+    transformNode: Any
+    segmentationNodes: dict
+    outputDir: str
+    outputs: dict
+
+
+class LungTumorSegCompareLogic(ScriptedLoadableModuleLogic):
+    """Runs ``lungtumorseg compare`` in a separate process; shows both scans side by side, linked and aligned.
+
+    Usable without the GUI: ``LungTumorSegCompareLogic().run(baseline, followup, CompareSettings())``.
+    """
+
+    def __init__(self) -> None:
+        ScriptedLoadableModuleLogic.__init__(self)
+        self._process = None  # qt.QProcess (asynchronous runs)
+        self._cancelled = False
+        self._job: dict[str, Any] = {}
+
+    @staticmethod
+    def exportLabel(segmentationNode, referenceVolume, path: Path) -> Path:
+        """The tumour segments (compare_helpers.tumor_segment_ids) as one label on the volume's grid."""
+        import numpy as np
+
+        from LungTumorSegLib.image_io import save_volume
+
+        segmentation = segmentationNode.GetSegmentation()
+        segments = [
+            (segmentation.GetNthSegmentID(n), segmentation.GetNthSegment(n).GetName())
+            for n in range(segmentation.GetNumberOfSegments())
+        ]
+        label = None
+        for segmentId in compare_helpers.tumor_segment_ids(segments):
+            mask = slicer.util.arrayFromSegmentBinaryLabelmap(segmentationNode, segmentId, referenceVolume) > 0
+            label = mask if label is None else label | mask
+        if label is None:
+            raise ValueError(_("the segmentation '{0}' has no segment").format(segmentationNode.GetName()))
+        matrix = vtk.vtkMatrix4x4()
+        referenceVolume.GetIJKToRASMatrix(matrix)
+        volume = helpers.volume_from_kji(label.astype(np.uint8), slicer.util.arrayFromVTKMatrix(matrix))
+        return save_volume(volume, path, overwrite=True)
+
+    def prepareJob(
+        self, baselineVolume, followupVolume, settings, baselineSegmentation=None, followupSegmentation=None
+    ) -> dict[str, Any]:
+        """Temporary folder, exported CTs and labels, and the engine command line."""
+        from LungTumorSegLib.image_io import save_volume
+
+        for node in (baselineVolume, followupVolume):
+            if node is None or node.GetImageData() is None:
+                raise ValueError(_("pick a baseline and a follow-up CT volume"))
+        if baselineVolume == followupVolume:
+            raise ValueError(_("the baseline and the follow-up are the same volume"))
+        workDir = Path(tempfile.mkdtemp(prefix="LungTumorSegCompare-", dir=slicer.app.temporaryPath))
+        paths = {}
+        for name, volume, segmentation in (
+            ("baseline", baselineVolume, baselineSegmentation),
+            ("followup", followupVolume, followupSegmentation),
+        ):
+            paths[name] = save_volume(LungTumorSegLogic.volumeFromNode(volume), workDir / f"{name}.nrrd")
+            if segmentation is not None:
+                paths[f"{name}_label"] = self.exportLabel(segmentation, volume, workDir / f"{name}_label.nrrd")
+        outputDir = workDir / "out"
+        command = compare_helpers.build_compare_command(
+            LungTumorSegLogic.pythonExecutable(),
+            paths["baseline"],
+            paths["followup"],
+            outputDir,
+            settings,
+            paths.get("baseline_label"),
+            paths.get("followup_label"),
+        )
+        logging.info("LungTumorSeg compare: " + " ".join(command))
+        return {
+            "workDir": workDir,
+            "outputDir": outputDir,
+            "command": command,
+            "nodes": (baselineVolume, followupVolume, baselineSegmentation, followupSegmentation),
+            "result": None,
+            "error": None,
+            "stderr": [],
+        }
+
+    def run(
+        self,
+        baselineVolume,
+        followupVolume,
+        settings: compare_helpers.CompareSettings | None = None,
+        baselineSegmentation=None,
+        followupSegmentation=None,
+        progressCallback: Callable[[helpers.ProgressEvent], None] | None = None,
+    ) -> LungTumorSegComparison | None:
+        """Compare and wait. Returns None when cancelled (``cancel()`` from the callback); raises on failure."""
+        self._cancelled = False
+        job = self.prepareJob(
+            baselineVolume,
+            followupVolume,
+            settings or compare_helpers.CompareSettings(),
+            baselineSegmentation,
+            followupSegmentation,
+        )
+        finished = compare_helpers.run_engine(
+            job["command"],
+            env=helpers.engine_environment(),
+            cwd=str(MODULE_DIR),
+            on_event=progressCallback,
+            should_cancel=lambda: self._cancelled,
+        )
+        if finished.cancelled:
+            shutil.rmtree(job["workDir"], ignore_errors=True)
+            return None
+        error = finished.failure()
+        if error:
+            raise RuntimeError(error)
+        job["result"] = finished.result
+        return self.loadComparison(job)
+
+    def isRunning(self) -> bool:
+        return self._process is not None
+
+    def runAsync(
+        self,
+        baselineVolume,
+        followupVolume,
+        settings: compare_helpers.CompareSettings,
+        baselineSegmentation=None,
+        followupSegmentation=None,
+        progressCallback: Callable[[helpers.ProgressEvent], None] | None = None,
+        finishedCallback: Callable[[LungTumorSegComparison | None, str | None], None] | None = None,
+    ) -> None:
+        """Start the engine with qt.QProcess; ``finishedCallback(result, error)`` gets (None, None) on Cancel."""
+        if self.isRunning():
+            raise RuntimeError(_("a comparison is already running"))
+        self._cancelled = False
+        job = self.prepareJob(baselineVolume, followupVolume, settings, baselineSegmentation, followupSegmentation)
+        job.update(
+            progressCallback=progressCallback,
+            finishedCallback=finishedCallback,
+            stdout=helpers.LineBuffer(),
+            stderrBuffer=helpers.LineBuffer(),
+        )
+        self._job = job
+        process = qt.QProcess()
+        environment = qt.QProcessEnvironment.systemEnvironment()
+        for key, value in helpers.engine_environment().items():
+            environment.insert(key, value)
+        process.setProcessEnvironment(environment)
+        process.setWorkingDirectory(str(MODULE_DIR))
+        process.connect("readyReadStandardOutput()", self._onStdout)
+        process.connect("readyReadStandardError()", self._onStderr)
+        process.connect("finished(int,QProcess::ExitStatus)", self._onProcessFinished)
+        self._process = process
+        process.start(job["command"][0], job["command"][1:])
+
+    def _emit(self, events: list[helpers.ProgressEvent]) -> None:
+        for event in events:
+            if event.event == "result":
+                self._job["result"] = event.data
+            elif event.event == "error":
+                self._job["error"] = event.message or "unknown error"
+            if self._job.get("progressCallback"):
+                self._job["progressCallback"](event)
+
+    def _onStdout(self) -> None:
+        if self._process:
+            self._emit(self._job["stdout"].feed(self._process.readAllStandardOutput().data()))
+
+    def _onStderr(self) -> None:
+        if self._process:
+            self._job["stderr"] += [
+                e.message for e in self._job["stderrBuffer"].feed(self._process.readAllStandardError().data())
+            ]
+
+    def _onProcessFinished(self, exitCode: int, exitStatus) -> None:
+        self._onStdout()
+        self._emit(self._job["stdout"].flush())
+        job, self._process = self._job, None
+        callback = job.get("finishedCallback")
+        if self._cancelled:
+            shutil.rmtree(job["workDir"], ignore_errors=True)
+            if callback:
+                callback(None, None)
+            return
+        finished = compare_helpers.EngineRun(exitCode, job["result"], job["error"], job["stderr"])
+        error, result = finished.failure(), None
+        if not error:
+            try:
+                result = self.loadComparison(job)
+            except Exception as exc:  # noqa: BLE001 - reported to the caller
+                logging.exception("LungTumorSeg: loading the comparison failed")
+                error = str(exc)
+        if callback:
+            callback(result, error)
+
+    def cancel(self) -> None:
+        """Kill the running engine process; no node is created or changed for that run."""
+        self._cancelled = True
+        if self._process is not None:
+            self._process.kill()
+
+    def loadComparison(self, job: dict[str, Any]) -> LungTumorSegComparison:
+        """Segmentations made by the engine, the alignment transform (applied to the follow-up), the table."""
+        from LungTumorSegLib.image_io import load_volume
+
+        baselineVolume, followupVolume, baselineSegmentation, followupSegmentation = job["nodes"]
+        outputs = dict(job["result"].get("outputs", {}))
+        data = json.loads(Path(outputs["comparison_json"]).read_text(encoding="utf-8"))
+        segmentations = {"baseline": baselineSegmentation, "followup": followupSegmentation}
+        for name, volume in (("baseline", baselineVolume), ("followup", followupVolume)):
+            if segmentations[name] is None and outputs.get(f"{name}_tumor"):
+                label = load_volume(outputs[f"{name}_tumor"])
+                segmentations[name] = LungTumorSegLogic.updateSegmentation(label, volume, None, volume.GetName())[0]
+        transformNode = slicer.util.loadTransform(outputs["transform"])
+        transformNode.SetName(f"{followupVolume.GetName()} to {baselineVolume.GetName()}")
+        transformNode.SetAndObserveTransformNodeID(baselineVolume.GetTransformNodeID())
+        for node in (followupVolume, segmentations["followup"]):
+            if node is not None:
+                node.SetAndObserveTransformNodeID(transformNode.GetID())
+        rows = compare_helpers.comparison_rows(data)
+        tableNode = self.createComparisonTable(rows, f"{followupVolume.GetName()} vs {baselineVolume.GetName()}")
+        self.showSideBySide(baselineVolume, followupVolume, segmentations)
+        return LungTumorSegComparison(
+            data,
+            compare_helpers.response_summary_text(data),
+            tableNode,
+            rows,
+            transformNode,
+            segmentations,
+            str(job["outputDir"]),
+            outputs,
+        )
+
+    @staticmethod
+    def createComparisonTable(rows: list[dict], name: str):
+        """vtkMRMLTableNode, one row per match (compare_helpers.COMPARE_TABLE_COLUMNS)."""
+        tableNode = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLTableNode", name)
+        table = tableNode.GetTable()
+        for key, title, unit in compare_helpers.COMPARE_TABLE_COLUMNS:
+            array = vtk.vtkStringArray()
+            array.SetName(f"{title} ({unit})" if unit else title)
+            for row in rows:
+                array.InsertNextValue(compare_helpers.format_compare_cell(key, row.get(key)))
+            table.AddColumn(array)
+        tableNode.SetLocked(True)
+        tableNode.Modified()
+        return tableNode
+
+    @staticmethod
+    def showSideBySide(baselineVolume, followupVolume, segmentations: dict) -> None:
+        """Baseline in the Red view, aligned follow-up in the Yellow view, slices linked; each scan's tumours."""
+        layoutManager = slicer.app.layoutManager()
+        if layoutManager is None:  # batch mode
+            return
+        layoutManager.setLayout(slicer.vtkMRMLLayoutNode.SlicerLayoutSideBySideView)
+        for viewName, volume, segmentation in (
+            ("Red", baselineVolume, segmentations.get("baseline")),
+            ("Yellow", followupVolume, segmentations.get("followup")),
+        ):
+            compositeNode = layoutManager.sliceWidget(viewName).sliceLogic().GetSliceCompositeNode()
+            compositeNode.SetBackgroundVolumeID(volume.GetID())
+            compositeNode.SetForegroundVolumeID(None)
+            compositeNode.SetLinkedControl(True)
+            if segmentation is not None and segmentation.GetDisplayNode() is not None:
+                segmentation.GetDisplayNode().AddViewNodeID(f"vtkMRMLSliceNode{viewName}")
+        slicer.util.resetSliceViews()
+
+
 # ------------------------------------------------------------------------------------------ self-test
 
 
@@ -855,6 +1252,8 @@ class LungTumorSegTest(ScriptedLoadableModuleTest):
         self.test_SegmentDemoNodule()
         self.setUp()
         self.test_CancelLeavesSceneUntouched()
+        self.setUp()
+        self.test_CompareWithBaseline()
 
     def _loadDemo(self):
         return slicer.util.loadVolume(str(self.SAMPLE_DIR / "demo_ct.nii.gz"))
@@ -943,3 +1342,51 @@ class LungTumorSegTest(ScriptedLoadableModuleTest):
         self.assertEqual(slicer.mrmlScene.GetNumberOfNodes(), before)
         self.assertFalse(logic.isRunning())
         self.delayDisplay("Cancel test passed")
+
+    def test_CompareWithBaseline(self) -> None:
+        """The demo CT against a copy moved by 8, -5, 3 mm, with the demo GTV as both labels: SD, one match."""
+        import numpy as np
+
+        self.delayDisplay("Comparing the demo CT with a moved copy (blocking)")
+        baseline = self._loadDemo()
+        gtv = slicer.util.loadLabelVolume(str(self.SAMPLE_DIR / "demo_ct_gtv.nii.gz"))
+        shift = np.array([8.0, -5.0, 3.0])
+        matrix = vtk.vtkMatrix4x4()
+        baseline.GetIJKToRASMatrix(matrix)
+        movedMatrix = slicer.util.arrayFromVTKMatrix(matrix)
+        movedMatrix[:3, 3] += shift  # the same voxels, the patient 8, -5, 3 mm further in RAS
+        followup = slicer.util.addVolumeFromArray(
+            slicer.util.arrayFromVolume(baseline).copy(), slicer.util.vtkMatrixFromArray(movedMatrix), "follow-up"
+        )
+        followupGtv = slicer.util.addVolumeFromArray(
+            slicer.util.arrayFromVolume(gtv).copy(),
+            slicer.util.vtkMatrixFromArray(movedMatrix),
+            "follow-up GTV",
+            nodeClassName="vtkMRMLLabelMapVolumeNode",
+        )
+        segmentations = []
+        for name, labelNode in (("baseline GTV", gtv), ("follow-up GTV", followupGtv)):
+            segmentationNode = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", name)
+            slicer.modules.segmentations.logic().ImportLabelmapToSegmentationNode(labelNode, segmentationNode)
+            segmentations.append(segmentationNode)
+
+        logic = LungTumorSegCompareLogic()
+        result = logic.run(baseline, followup, compare_helpers.CompareSettings(device="cpu"), *segmentations)
+        self.assertIsNotNone(result)
+        self.assertEqual(result.data["response"]["category"], "SD")
+        self.assertEqual([row["match_type"] for row in result.rows], ["matched"])
+        self.assertEqual(result.tableNode.GetTable().GetNumberOfRows(), 1)
+        self.assertIn("SD", result.summaryText)
+        self.assertEqual(followup.GetTransformNodeID(), result.transformNode.GetID())
+        fromParent = vtk.vtkMatrix4x4()
+        result.transformNode.GetMatrixTransformFromParent(fromParent)  # baseline (world) -> follow-up point
+        translation = np.array([fromParent.GetElement(i, 3) for i in range(3)])
+        self.assertLess(float(np.linalg.norm(translation - shift)), 1.0, f"alignment {translation} vs {shift}")
+        layoutManager = slicer.app.layoutManager()
+        if layoutManager is not None:
+            self.assertEqual(layoutManager.layout, slicer.vtkMRMLLayoutNode.SlicerLayoutSideBySideView)
+            for viewName, volume in (("Red", baseline), ("Yellow", followup)):
+                compositeNode = layoutManager.sliceWidget(viewName).sliceLogic().GetSliceCompositeNode()
+                self.assertEqual(compositeNode.GetBackgroundVolumeID(), volume.GetID())
+                self.assertTrue(compositeNode.GetLinkedControl())
+        self.delayDisplay("Compare test passed")
