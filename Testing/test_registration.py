@@ -87,3 +87,13 @@ def test_registration_recovers_a_known_move_of_a_phantom(mode):
     assert error.max() < 1.0
     assert alignment.residual["after"]["mean_mm"] < alignment.residual["before"]["mean_mm"]
     assert [stage["stage"] for stage in alignment.stages] == (["rigid"] if mode == "rigid" else ["rigid", "affine"])
+
+
+def test_a_crop_without_a_lung_field_still_registers_from_the_image_centres():
+    ct, _ = synthetic_chest(spacing=(2.0, 2.0, 2.5), shape=(80, 70, 48))
+    inside = Volume(ct.array[20:60, 15:55, 5:43].copy(), ct.affine)  # no body around it: no lung field
+    move = np.eye(4)
+    move[:3, 3] = [3.0, -2.0, 1.0]
+    alignment = register(inside, Volume(inside.array, move @ inside.affine), RegistrationSettings(iterations=30))
+    np.testing.assert_allclose(alignment.linear_matrix_ras()[:3, 3], move[:3, 3], atol=0.3)
+    assert alignment.residual["after"] is None  # no lung boundary to measure

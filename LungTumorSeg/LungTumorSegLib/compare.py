@@ -20,7 +20,7 @@ from .lesion_matching import MAX_CENTROID_DISTANCE_MM, MIN_OVERLAP_FRACTION, Les
 from .measurements import CaseMeasurements, Component, LesionMeasurement, find_lesions, lesion_mask, measure_lesions
 from .preprocess import crop
 from .recist_response import NEW_LESION_MIN_MM, Response, assess_response
-from .registration import Alignment, RegistrationSettings, register, settings_dict
+from .registration import Alignment, RegistrationSettings, identity_alignment, register, settings_dict
 from .volume import Volume
 
 Progress = Callable[[float, str], None]
@@ -169,15 +169,12 @@ def compare(
     """
     options = options or CompareOptions()
     progress = progress or (lambda fraction, message: None)
-    if alignment is None:
-        if options.registration is None:
-            from .registration import identity_alignment
-
-            alignment = identity_alignment()
-        else:
-            alignment = register(
-                baseline.ct, followup.ct, options.registration, lambda f, m: progress(0.9 * f, f"registration: {m}")
-            )
+    if alignment is None and options.registration is None:
+        alignment = identity_alignment()
+    elif alignment is None:
+        alignment = register(
+            baseline.ct, followup.ct, options.registration, lambda f, m: progress(0.9 * f, f"registration: {m}")
+        )
     progress(0.92, "matching the lesions")
     overlap_ml = _overlap_ml(baseline, followup, alignment)
     centroids = np.array([lesion.centroid_ras for lesion in baseline.case.lesions]).reshape(-1, 3)
