@@ -29,6 +29,11 @@ def pr_pair(tmp_path_factory):
     return paths
 
 
+def _compare(*args) -> int:
+    """``lungtumorseg compare`` with these arguments (paths become strings)."""
+    return main(["compare", *map(str, args)])
+
+
 def _compare_args(pair, out, *extra):
     return [
         "compare",
@@ -85,35 +90,29 @@ def test_a_label_off_the_ct_grid_is_a_one_line_error_that_writes_nothing(tmp_pat
     small = Volume(nodule[:30].astype(np.uint8), ct.affine)
     save_volume(small, tmp_path / "small_label.nii.gz")
     out = tmp_path / "out"
-    code = main(
-        [
-            "compare",
-            str(tmp_path / "ct.nii.gz"),
-            str(tmp_path / "ct.nii.gz"),
-            "-o",
-            str(out),
-            "--baseline-label",
-            str(tmp_path / "small_label.nii.gz"),
-            "--progress",
-            "none",
-        ]
+    code = _compare(
+        tmp_path / "ct.nii.gz",
+        tmp_path / "ct.nii.gz",
+        "-o",
+        out,
+        "--baseline-label",
+        tmp_path / "small_label.nii.gz",
+        "--progress",
+        "none",
     )
     error = capsys.readouterr().err.strip()
     assert code == 2 and error.count("\n") == 0
     assert "small_label.nii.gz" in error and "grid" in error
     assert not out.exists() or not any(out.iterdir())
-    code = main(
-        [
-            "compare",
-            str(tmp_path / "ct.nii.gz"),
-            str(tmp_path / "ct.nii.gz"),
-            "-o",
-            str(out),
-            "--followup-label",
-            str(tmp_path / "ct.nii.gz"),
-            "--progress",
-            "none",
-        ]
+    code = _compare(
+        tmp_path / "ct.nii.gz",
+        tmp_path / "ct.nii.gz",
+        "-o",
+        out,
+        "--followup-label",
+        tmp_path / "ct.nii.gz",
+        "--progress",
+        "none",
     )
     assert code == 2 and "not a tumour label" in capsys.readouterr().err
 
@@ -125,20 +124,17 @@ def test_without_labels_both_scans_are_segmented(tmp_path, capsys):
         ct, _ = synthetic_chest(spacing=spacing, nodules=(((-30.0, 0.0, 0.0), radius),))
         save_volume(ct, tmp_path / f"{name}.nii.gz")
     out = tmp_path / "out"
-    code = main(
-        [
-            "compare",
-            str(tmp_path / "before.nii.gz"),
-            str(tmp_path / "after.nii.gz"),
-            "-o",
-            str(out),
-            "--model",
-            str(bundle),
-            "--registration",
-            "none",
-            "--progress",
-            "none",
-        ]
+    code = _compare(
+        tmp_path / "before.nii.gz",
+        tmp_path / "after.nii.gz",
+        "-o",
+        out,
+        "--model",
+        bundle,
+        "--registration",
+        "none",
+        "--progress",
+        "none",
     )
     assert code == 0, capsys.readouterr().err
     data = json.loads((out / "comparison.json").read_text())
@@ -158,20 +154,17 @@ def test_the_slicer_self_test_scenario_on_the_command_line(tmp_path):
     save_volume(Volume(ct.array, affine), tmp_path / "followup.nrrd")
     save_volume(Volume(gtv.array, affine), tmp_path / "followup_gtv.nrrd")
     out = tmp_path / "out"
-    code = main(
-        [
-            "compare",
-            str(DEMO_CT),
-            str(tmp_path / "followup.nrrd"),
-            "-o",
-            str(out),
-            "--progress",
-            "none",
-            "--baseline-label",
-            str(DEMO_GTV),
-            "--followup-label",
-            str(tmp_path / "followup_gtv.nrrd"),
-        ]
+    code = _compare(
+        DEMO_CT,
+        tmp_path / "followup.nrrd",
+        "-o",
+        out,
+        "--progress",
+        "none",
+        "--baseline-label",
+        DEMO_GTV,
+        "--followup-label",
+        tmp_path / "followup_gtv.nrrd",
     )
     assert code == 0
     data = json.loads((out / "comparison.json").read_text())
@@ -192,22 +185,19 @@ def test_compare_command_with_deformable_registration_on_a_moved_pair(tmp_path):
     save_volume(moved(ct, move), tmp_path / "ct_moved.nii.gz")
     save_volume(moved(eroded_in_plane(label, 4.0), move), tmp_path / "eroded_moved.nii.gz")
     out = tmp_path / "out"
-    code = main(
-        [
-            "compare",
-            str(tmp_path / "ct.nii.gz"),
-            str(tmp_path / "ct_moved.nii.gz"),
-            "-o",
-            str(out),
-            "--baseline-label",
-            str(tmp_path / "label.nii.gz"),
-            "--followup-label",
-            str(tmp_path / "eroded_moved.nii.gz"),
-            "--registration",
-            "deformable",
-            "--progress",
-            "none",
-        ]
+    code = _compare(
+        tmp_path / "ct.nii.gz",
+        tmp_path / "ct_moved.nii.gz",
+        "-o",
+        out,
+        "--baseline-label",
+        tmp_path / "label.nii.gz",
+        "--followup-label",
+        tmp_path / "eroded_moved.nii.gz",
+        "--registration",
+        "deformable",
+        "--progress",
+        "none",
     )
     assert code == 0
     data = json.loads((out / "comparison.json").read_text())

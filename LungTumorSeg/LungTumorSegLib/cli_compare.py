@@ -206,28 +206,16 @@ def _segment_missing(args: argparse.Namespace, cts: dict, given: dict, reporter:
     if not missing:
         return {}
     from .bundle import find_bundle
-    from .cli_segment import options_from_args
     from .device import configure_threads, resolve_device
-    from .pipeline import segment
+    from .pipeline import SegmentOptions, segment
 
     bundle = find_bundle(args.model)
     configure_threads(args.threads)
     networks = bundle.load_networks(resolve_device(args.device))
-    defaults = argparse.Namespace(
-        tta=args.tta,
-        device=args.device,
-        overlap=None,
-        threshold=None,
-        min_lesion_ml=None,
-        no_lung_filter=False,
-        keep_largest=False,
-        no_lung_crop=False,
-        point=None,
-        roi_mm=80.0,
-    )
+    options = SegmentOptions(tta=args.tta, device=args.device)  # everything else as the model's manifest says
     results = {}
     for index, name in enumerate(missing):
         start = 0.02 + 0.58 * index / len(missing)
         span = _Span(reporter, start, start + 0.58 / len(missing), prefix=f"{name} ")
-        results[name] = segment(cts[name], bundle, options_from_args(defaults), span, networks=networks)
+        results[name] = segment(cts[name], bundle, options, span, networks=networks)
     return results
