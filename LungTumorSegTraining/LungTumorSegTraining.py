@@ -1,7 +1,8 @@
 """LungTumorSegTraining: train, follow, stop/resume and install lung tumour segmentation models in 3D Slicer.
 
 A thin GUI over the training engine's command line (``python -m LungTumorSegTrainingLib train|resume|export|
-ensemble ... --progress json``), run as a separate process (qt.QProcess). See docs/training-module.md.
+ensemble ... --progress json``), run as a separate process (LungTumorSegLib.process: Stop writes the run's stop
+file, which works on every OS; Kill ends the launcher and the engine). See docs/training-module.md.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import qt
 import slicer
+from slicer.i18n import translate
 from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModule,
     ScriptedLoadableModuleLogic,
@@ -30,6 +32,7 @@ if str(MODULE_DIR) not in sys.path:
 from LungTumorSegTrainingLib import gui_helpers as gh  # noqa: E402
 
 POLL_MS = 2000
+OUTPUT_POLL_MS = 100
 STOP_WAIT_MS = 120000
 
 
@@ -44,8 +47,8 @@ class LungTumorSegTraining(ScriptedLoadableModule):
     def __init__(self, parent):
         ScriptedLoadableModule.__init__(self, parent)
         self.parent.title = "LungTumorSeg Training"
-        self.parent.categories = ["Segmentation"]
-        self.parent.dependencies = []
+        self.parent.categories = [translate("qSlicerAbstractCoreModule", "Segmentation")]
+        self.parent.dependencies = ["LungTumorSeg"]  # its engine (LungTumorSegLib) and dependency installer
         self.parent.contributors = ["LungTumorSeg developers"]
         self.parent.helpText = (
             "Train U-Net / SwinUNETR lung tumour segmentation models (MSD Task06 or image/label folders) "
@@ -61,7 +64,7 @@ class LungTumorSegTraining(ScriptedLoadableModule):
 
 
 class LungTumorSegTrainingLogic(ScriptedLoadableModuleLogic):
-    """Runs engine commands in a qt.QProcess (one after the other), parses their JSON lines and follows run folders.
+    """Runs engine commands (one after the other) in separate processes, parses their JSON lines, follows run folders.
 
     Callbacks (plain attributes, set by the widget or a script): ``onLog(text)``, ``onProgress(fraction, message)``,
     ``onMetrics(history)``, ``onOverlay(path)``, ``onFinished(exitCode, ok)``.
@@ -72,7 +75,6 @@ class LungTumorSegTrainingLogic(ScriptedLoadableModuleLogic):
         self.process = None
         self.queue: list[list[str]] = []
         self.queueRunDirs: list[Path] = []
-        self.lineBuffer = gh.LineBuffer()
         self.history = gh.MetricsHistory()
         self.runDir: Path | None = None
         self.startTime = 0.0
@@ -93,13 +95,18 @@ class LungTumorSegTrainingLogic(ScriptedLoadableModuleLogic):
         self.pollTimer = qt.QTimer()
         self.pollTimer.setInterval(POLL_MS)
         self.pollTimer.connect("timeout()", self.poll)
+        self.outputTimer = qt.QTimer()
+        self.outputTimer.setInterval(OUTPUT_POLL_MS)
+        self.outputTimer.connect("timeout()", self._readOutput)
 
     # ---------------------------------------------------------------- environment
 
     @staticmethod
     def pythonExecutable() -> str:
         """PythonSlicer inside Slicer (same packages as Slicer's Python), else this interpreter."""
-        return shutil.which("PythonSlicer") or sys.executable
+        from LungTumorSegLib.process import python_executable
+
+        return python_executable()
 
     @staticmethod
     def engineEnvironment() -> dict[str, str]:
@@ -118,11 +125,18 @@ class LungTumorSegTrainingLogic(ScriptedLoadableModuleLogic):
         env["PYTHONUNBUFFERED"] = "1"
         return env
 
+    @staticmethod
+    def ensureDependencies(askConfirmation: bool = True) -> bool:
+        """The engine's packages (one list for both modules), installed by LungTumorSeg after the user agrees."""
+        from LungTumorSeg import ensureEngineDependencies
+
+        return ensureEngineDependencies(askConfirmation=askConfirmation, requester="LungTumorSeg Training")
+
     # ---------------------------------------------------------------- process control
 
     def isRunning(self) -> bool:
         """True while a command of the queue runs."""
-        return self.process is not None and self.process.state() != qt.QProcess.NotRunning
+        return self.process is not None and self.process.running
 
     def start(self, commands: list[list[str]], runDirs: list[Path] | None = None) -> None:
         """Run ``commands`` one after the other (follow ``runDirs[i]`` while command i runs)."""
@@ -137,71 +151,83 @@ class LungTumorSegTrainingLogic(ScriptedLoadableModuleLogic):
         self._startNext()
 
     def _startNext(self) -> None:
+        from LungTumorSegLib.process import EngineProcess
+
         command = self.queue.pop(0)
         runDir = self.queueRunDirs.pop(0) if self.queueRunDirs else None
         if runDir is not None:
             self.follow(runDir, reset=True)
-        self.lineBuffer = gh.LineBuffer()
         self.stepStartTime = time.time()
-        self.process = qt.QProcess()
-        self.process.setProcessChannelMode(qt.QProcess.MergedChannels)
-        environment = qt.QProcessEnvironment()
-        for key, value in self.engineEnvironment().items():
-            environment.insert(key, value)
-        self.process.setProcessEnvironment(environment)
-        self.process.connect("readyReadStandardOutput()", self._readOutput)
-        self.process.connect("finished(int,QProcess::ExitStatus)", self._processFinished)
-        self.process.connect("errorOccurred(QProcess::ProcessError)", self._processError)
+        stopFile = gh.stop_file_of(command)
+        if stopFile is not None and stopFile.exists():
+            stopFile.unlink()  # left by an earlier Stop that the engine never saw
+        self.process = EngineProcess(command, env=self.engineEnvironment(), stop_file=stopFile)
         self._log("$ " + gh.quote_command(command))
-        self.process.start(command[0], command[1:])
+        try:
+            self.process.start()
+        except OSError as exc:
+            self._processError(exc)
+            return
+        self.outputTimer.start()
 
     def stop(self) -> None:
-        """Ask the engine to stop cleanly (SIGTERM: it writes a checkpoint); the queue is dropped."""
+        """Ask the engine to stop cleanly (its stop file: it checkpoints after the current step); the queue is dropped.
+
+        Commands without a stop file (export, ensemble) are killed: they have nothing to checkpoint.
+        """
         self.queue, self.stopRequested = [], True
-        if self.isRunning():
+        if not self.isRunning():
+            return
+        if self.process.request_stop():
             self._log("Stopping: the engine writes a checkpoint and exits (Resume continues the run).")
-            self.process.terminate()
+        else:
+            self.kill()
 
     def kill(self) -> None:
-        """Kill the process at once (no checkpoint beyond the last epoch's)."""
+        """Kill the process and everything it started at once (no checkpoint beyond the last one)."""
         self.queue = []
-        if self.isRunning():
+        if self.process is not None:
             self.process.kill()
 
+    def shutdown(self) -> None:
+        """The widget goes away: kill what still runs, stop the timers, call nobody back."""
+        self.onLog = self.onProgress = self.onMetrics = self.onOverlay = self.onFinished = None
+        self.kill()
+        self.process = None
+        self.outputTimer.stop()
+        self.pollTimer.stop()
+
     def waitForFinished(self, timeoutMs: int = STOP_WAIT_MS) -> bool:
-        """Block until the process ended (processing events); True if it did."""
+        """Block until the queue ended (processing events); True if it did."""
         deadline = time.time() + timeoutMs / 1000.0
-        while (self.isRunning() or self.queue) and time.time() < deadline:
+        while (self.process is not None or self.queue) and time.time() < deadline:
             slicer.app.processEvents()
             time.sleep(0.05)
-        return not (self.isRunning() or self.queue)
+        return not (self.process is not None or self.queue)
 
     def _readOutput(self) -> None:
-        data = self.process.readAllStandardOutput()
-        try:
-            chunk = bytes(data.data())
-        except (AttributeError, TypeError):
-            try:
-                chunk = bytes(data)
-            except TypeError:
-                chunk = str(data)
-        for line in self.lineBuffer.feed(chunk):
+        """Timer: new output lines; the end of the process."""
+        if self.process is None:
+            self.outputTimer.stop()
+            return
+        for line in self.process.read_lines():
             self.handleLine(line)
+        if not self.process.running:
+            self.outputTimer.stop()
+            self._processFinished(self.process.returncode)
 
-    def _processError(self, error=None) -> None:
-        """The program could not be started (finished() is not emitted then)."""
-        if self.process is not None and self.process.error() == qt.QProcess.FailedToStart:
-            self._log(f"ERROR: could not start the process: {self.process.errorString()}")
-            self.queue = []
-            self.pollTimer.stop()
-            self.lastExitCode = -1
-            if self.onFinished:
-                self.onFinished(-1, False)
+    def _processError(self, error: Exception) -> None:
+        """The program could not be started."""
+        self._log(f"ERROR: could not start the process: {error}")
+        self.process, self.queue = None, []
+        self.pollTimer.stop()
+        self.lastExitCode = -1
+        if self.onFinished:
+            self.onFinished(-1, False)
 
-    def _processFinished(self, exitCode=0, exitStatus=None) -> None:
-        for line in self.lineBuffer.flush():
-            self.handleLine(line)
-        self.lastExitCode = int(exitCode)
+    def _processFinished(self, exitCode=0) -> None:
+        self.process = None
+        self.lastExitCode = int(exitCode if exitCode is not None else -1)
         self.stepsDone += 1
         self.poll()
         ok = self.lastExitCode == 0 and not self.stopRequested
@@ -324,8 +350,8 @@ class LungTumorSegTrainingLogic(ScriptedLoadableModuleLogic):
 
     @staticmethod
     def modelsDir() -> Path:
-        """LungTumorSeg's user models folder (bundles there are listed by the inference module)."""
-        from LungTumorSegLib.bundle import user_models_dir
+        """LungTumorSeg's user models folder (bundles there are listed by the inference module); torch-free."""
+        from LungTumorSegLib.model_names import user_models_dir
 
         return user_models_dir()
 
@@ -420,7 +446,7 @@ class LungTumorSegTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMix
             else:
                 self.logic.kill()
         if self.logic is not None:
-            self.logic.pollTimer.stop()
+            self.logic.shutdown()
         self.removeObservers()
 
     # ---------------------------------------------------------------- settings
@@ -481,7 +507,10 @@ class LungTumorSegTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMix
         if name in gh.PRESETS:
             self.settingsToGui(gh.apply_preset(self.settingsFromGui(), name))
 
-    def onValidate(self, _checked=False) -> gh.DatasetSummary:
+    def onValidate(self, _checked=False) -> gh.DatasetSummary | None:
+        if not self.logic.ensureDependencies():
+            self.ui.datasetSummaryLabel.text = "The Python packages are missing: see docs/slicer-module.md."
+            return None
         qt.QApplication.setOverrideCursor(qt.Qt.WaitCursor)
         try:
             summary = gh.validate_dataset(self.dataPaths())
@@ -505,6 +534,8 @@ class LungTumorSegTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMix
         settings = self.settingsFromGui()
         problems = settings.problems()
         summary = self.onValidate()
+        if summary is None:
+            return
         if not summary.ok:
             problems.append("The dataset check failed (see the Dataset section).")
         existing = [d for d in settings.run_dirs() if gh.is_run_dir(d)]
@@ -538,6 +569,8 @@ class LungTumorSegTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMix
             slicer.util.errorDisplay("No stopped or crashed run with a checkpoint (checkpoints/last.pt) is selected.")
             return
         run = candidates[0]
+        if not self.logic.ensureDependencies():
+            return
         self.ui.logTextEdit.clear()
         command = gh.resume_command(run.path, self.logic.pythonExecutable(), self.ui.gpusSpinBox.value)
         self.logic.start([command], [run.path])
@@ -619,6 +652,8 @@ class LungTumorSegTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMix
         if not runs:
             slicer.util.errorDisplay("Select one or more runs with a checkpoint in the runs list.")
             return
+        if not self.logic.ensureDependencies():
+            return
         name = self.ui.modelNameLineEdit.text.strip()
         overwrite = False
         if (self.logic.modelsDir() / name).exists():
@@ -651,18 +686,21 @@ class LungTumorSegTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMix
 
 
 class LungTumorSegTrainingTest(ScriptedLoadableModuleTest):
-    """Quick CPU training of a few steps on a tiny dataset, plot check, install check."""
+    """Short CPU checks (well under a minute): dependencies first, then train a few steps, Stop (the stop file)
+    with a checkpoint, Resume to the end, plot, and install the model so LungTumorSeg lists it."""
 
     def setUp(self):
         slicer.mrmlScene.Clear()
 
     def runTest(self):
         self.setUp()
-        self.test_QuickTrainingAndInstall()
+        self.test_DependenciesInstalled()
+        self.setUp()
+        self.test_QuickTrainingStopResumeAndInstall()
 
     @staticmethod
     def tinyPairs() -> list[tuple[Path, Path]]:
-        """Three LIDC crops (different patients) from the shared data, else the module's demo CT twice."""
+        """Three LIDC crops (different patients) from the shared data, else the module's demo nodule twice."""
         shared = MODULE_DIR.parent.parent / "shared" / "data" / "lidc-nodule-crops"
         if (shared / "image").is_dir():
             pairs, patients = [], set()
@@ -676,38 +714,56 @@ class LungTumorSegTrainingTest(ScriptedLoadableModuleTest):
                     return pairs
         # source tree: ../LungTumorSeg/Resources/Sample; installed extension: both modules share Resources/
         candidates = [MODULE_DIR.parent / "LungTumorSeg" / "Resources" / "Sample", MODULE_DIR / "Resources" / "Sample"]
-        sample = next((c for c in candidates if (c / "demo_ct.nii.gz").is_file()), candidates[0])
-        return [(sample / "demo_ct.nii.gz", sample / "demo_ct_gtv.nii.gz")] * 2
+        sample = next((c for c in candidates if (c / "demo_nodule.nii.gz").is_file()), candidates[0])
+        return [(sample / "demo_nodule.nii.gz", sample / "demo_nodule_mask.nii.gz")] * 2
 
-    def test_QuickTrainingAndInstall(self):
-        self.delayDisplay("Quick CPU training check")
+    def test_DependenciesInstalled(self):
+        self.delayDisplay("Checking the Python packages (installing the missing ones)")
+        self.assertTrue(
+            LungTumorSegTrainingLogic.ensureDependencies(askConfirmation=False),
+            "the training engine's Python packages are missing and could not be installed (see the log)",
+        )
+
+    def test_QuickTrainingStopResumeAndInstall(self):
         import tempfile
 
-        from LungTumorSegLib.bundle import list_bundles
+        from LungTumorSegLib.model_names import list_bundles
 
+        self.delayDisplay("Quick CPU training: stop, resume, install")
+        started = time.time()
         work = Path(tempfile.mkdtemp(prefix="LungTumorSegTrainingTest-"))
         dataset = gh.build_tiny_msd(work / "tiny", self.tinyPairs())
         summary = gh.validate_dataset([str(dataset)])
         self.assertTrue(summary.ok, summary.text())
-
         settings = gh.apply_preset(
             gh.TrainSettings(data=[str(dataset)], output_dir=str(work / "runs")), "Quick CPU check"
         )
-        settings.run_name = "quick"
-        logic = LungTumorSegTrainingLogic()
-        finished = []
-        logic.onFinished = lambda code, ok: finished.append((code, ok))
-        logic.start(gh.training_commands(settings, logic.pythonExecutable()), settings.run_dirs())
-        self.assertTrue(logic.waitForFinished(600000), "training did not finish in 10 minutes")
-        self.assertEqual(finished[-1], (0, True))
+        settings.run_name, settings.patch_size, settings.epochs, settings.steps_per_epoch = "quick", [32, 32, 16], 2, 2
+        runDir = settings.run_dirs()[0]
 
-        run = gh.read_run(settings.run_dirs()[0])
+        logic = LungTumorSegTrainingLogic()
+        finished, progress = [], []
+        logic.onFinished = lambda code, ok: finished.append((code, ok))
+        logic.onProgress = lambda fraction, message: progress.append(message)
+        logic.start(gh.training_commands(settings, logic.pythonExecutable()), settings.run_dirs())
+        while not progress and logic.isRunning():
+            slicer.app.processEvents()
+            time.sleep(0.05)
+        logic.stop()  # the Stop button: the stop file, on every OS
+        self.assertTrue(logic.waitForFinished(120000), "the run did not stop")
+        run = gh.read_run(runDir)
+        self.assertEqual(finished[-1][0], 0, "a requested stop exits cleanly")
+        self.assertEqual(run.state, "stopped", run.summary())
+        self.assertTrue(run.resumable, "a stopped run keeps checkpoints/last.pt")
+
+        logic.start([gh.resume_command(runDir, logic.pythonExecutable())], [runDir])
+        self.assertTrue(logic.waitForFinished(300000), "the resumed run did not finish")
+        self.assertEqual(finished[-1], (0, True))
+        run = gh.read_run(runDir)
         self.assertEqual(run.state, "finished")
-        self.assertTrue(run.installable)
         self.assertIsNotNone(logic.tableNode)
         self.assertGreaterEqual(logic.tableNode.GetNumberOfRows(), 1)
         self.assertEqual(logic.chartNode.GetNumberOfPlotSeriesNodes(), 2)
-        self.delayDisplay("Metrics plotted")
 
         previous = os.environ.get("LUNGTUMORSEG_MODELS")
         os.environ["LUNGTUMORSEG_MODELS"] = str(work / "models")
@@ -723,4 +779,5 @@ class LungTumorSegTrainingTest(ScriptedLoadableModuleTest):
                 os.environ.pop("LUNGTUMORSEG_MODELS", None)
             else:
                 os.environ["LUNGTUMORSEG_MODELS"] = previous
-        self.delayDisplay("Model installed and listed by LungTumorSeg")
+        shutil.rmtree(work, ignore_errors=True)
+        self.delayDisplay(f"Stopped, resumed and installed in {time.time() - started:.0f} s")

@@ -9,7 +9,7 @@ import json
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from conftest import DEMO_CT, DEMO_GTV, make_pointwise_bundle, shared, synthetic_chest
+from conftest import DEMO_CT, DEMO_GTV, DEMO_NODULE, DEMO_NODULE_MASK, make_pointwise_bundle, shared, synthetic_chest
 from followup_pairs import LIDC_0003, downsampled_case, eroded_in_plane, moved, rigid_move
 
 from LungTumorSegLib.cli import main
@@ -115,6 +115,33 @@ def test_a_label_off_the_ct_grid_is_a_one_line_error_that_writes_nothing(tmp_pat
         "none",
     )
     assert code == 2 and "not a tumour label" in capsys.readouterr().err
+
+
+def test_a_dicom_series_folder_is_read_as_segment_reads_it(tmp_path, capsys):
+    """The baseline is a DICOM series folder (the engine's DICOM reader), the follow-up a NIfTI of the same scan."""
+    from LungTumorSegLib.demo_dicom import write_series
+
+    ct, mask = load_volume(DEMO_NODULE), load_volume(DEMO_NODULE_MASK, dtype=None)
+    write_series(ct, tmp_path / "dicom" / "ct")
+    save_volume(mask, tmp_path / "mask.nii.gz")
+    out = tmp_path / "out"
+    args = ["-o", out, "--baseline-label", tmp_path / "mask.nii.gz", "--followup-label", tmp_path / "mask.nii.gz"]
+    code = _compare(tmp_path / "dicom" / "ct", DEMO_NODULE, *args, "--registration", "none", "--progress", "none")
+    assert code == 0, capsys.readouterr().err
+    data = json.loads((out / "comparison.json").read_text())
+    assert data["baseline"]["inputs"]["ct"] == str(tmp_path / "dicom" / "ct")
+    assert [m["match_type"] for m in data["matches"]] == ["matched"] and data["response"]["category"] == "SD"
+    base, follow = data["baseline"]["lesions"][0], data["followup"]["lesions"][0]
+    assert base["long_axis_mm"] == pytest.approx(follow["long_axis_mm"], abs=1e-3)  # the same voxels, read from DICOM
+    assert base["volume_ml"] == pytest.approx(follow["volume_ml"], rel=1e-6)
+    capsys.readouterr()
+    code = _compare(tmp_path / "mask_folder_missing", DEMO_NODULE, "-o", tmp_path / "out2", "--progress", "none")
+    error = capsys.readouterr().err.strip()
+    assert code == 2 and "mask_folder_missing: no such file or folder" in error and error.count("\n") == 0
+    (tmp_path / "empty").mkdir()
+    code = _compare(tmp_path / "empty", DEMO_NODULE, "-o", tmp_path / "out2", "--progress", "none")
+    error = capsys.readouterr().err.strip()
+    assert code == 2 and "without a DICOM series" in error and not (tmp_path / "out2").exists()
 
 
 def test_without_labels_both_scans_are_segmented(tmp_path, capsys):

@@ -67,3 +67,20 @@ def test_engines_never_import_slicer():
     ):
         for path in lib_dir.rglob("*.py"):
             assert not pattern.search(path.read_text()), f"{path} imports Slicer"
+
+
+def test_the_extension_icon_and_screenshots_are_in_the_top_level_resources():
+    """EXTENSION_ICONURL / EXTENSION_SCREENSHOTURLS: raw URLs of this repository (EXTENSION_HOMEPAGE) whose files
+    exist in Resources/, as PNG pictures (the icon 128 x 128)."""
+    text = (ROOT / "CMakeLists.txt").read_text()
+    homepage = re.search(r'set\(EXTENSION_HOMEPAGE "https://github.com/([^"]+)"\)', text).group(1)
+    raw = f"https://raw.githubusercontent.com/{homepage}/main/"
+    icon = re.search(r'set\(EXTENSION_ICONURL "([^"]+)"\)', text).group(1)
+    screenshots = re.search(r'set\(EXTENSION_SCREENSHOTURLS "([^"]+)"\)', text).group(1).split()
+    assert len(screenshots) >= 2
+    for url in [icon, *screenshots]:
+        assert url.startswith(raw + "Resources/"), url
+        data = (ROOT / url[len(raw) :]).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and int.from_bytes(data[16:20], "big") >= 128, url
+    data = (ROOT / icon[len(raw) :]).read_bytes()
+    assert (int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")) == (128, 128)

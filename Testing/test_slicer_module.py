@@ -353,10 +353,11 @@ def test_cmake_lists_every_lib_file_and_resource():
         str(p.relative_to(MODULE_DIR))
         for p in (MODULE_DIR / "Resources").rglob("*")
         if p.is_file()
-        and p.parts[-3] in ("Models", "Resources")
+        and p.parts[-3] in ("Models", "Resources", "Icons")
         and "__pycache__" not in p.parts
         and p.parent.name not in ("Icons", "UI")
     }
+    assert "Resources/Icons/SampleData/demo_nodule.png" in on_disk  # Sample Data thumbnails ship too
     missing = sorted(on_disk - listed)
     assert not missing, f"add these to LungTumorSeg/CMakeLists.txt: {missing}"
     assert "${MODULE_NAME}.py" in listed and "Resources/UI/${MODULE_NAME}.ui" in listed

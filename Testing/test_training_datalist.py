@@ -111,16 +111,16 @@ def test_geometry_mismatch_and_label_values(crops, tmp_path):
     with pytest.raises(InputError, match="geometry differ"):
         validate_cases(pair_folders(images, labels))
 
-    _write_like(images / name, label_path, original * 2)
+    _write_like(images / name, label_path, original * 3)  # 2 is allowed: it marks ignored voxels
     cases = pair_folders(images, labels)
-    with pytest.raises(InputError, match=r"label values \{0, 2\} found, expected only \{0, 1\}"):
+    with pytest.raises(InputError, match=r"label values \{0, 3\} found, expected only \{0, 1, 2\}"):
         validate_cases(cases)
-    with pytest.raises(InputError, match=r"label values \{0, 2\}"):
+    with pytest.raises(InputError, match=r"label values \{0, 3\}"):
         build_msd_layout(cases, tmp_path / "Task_bad")
     case = next(c for c in cases if c["case"] == "LIDC-IDRI-0003_R_2")
     with pytest.raises(Exception) as error:  # the training transforms refuse it too (MONAI wraps the error)
         validation_transforms(TrainConfig())(dict(case))
-    assert "label values {0, 2}" in str(error.value) or "label values {0, 2}" in str(error.value.__cause__)
+    assert "label values {0, 3}" in str(error.value) or "label values {0, 3}" in str(error.value.__cause__)
 
 
 def test_prepare_command_writes_msd_folder_and_split(crops, tmp_path, capsys):

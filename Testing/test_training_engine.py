@@ -11,6 +11,7 @@ import contextlib
 import csv
 import io
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -126,6 +127,10 @@ def test_export_bundle_runs_in_the_inference_engine(trained, tmp_path):
         "val"
     )
     assert manifest["training"]["command"].startswith("lungtumorseg-train train")
+    text = json.dumps(manifest["training"])
+    for absolute in (str(Path.cwd()), str(trained["run_dir"].resolve())):  # relative paths only
+        assert not re.search(r'(^|[\s"=])' + re.escape(absolute), text), absolute
+    assert manifest["training"]["members"][0]["split"]["train_cases"] > 0
     assert manifest["metrics"]["val_dice_mean"] == pytest.approx(read_status(trained["run_dir"])["best_dice"])
     ct = load_volume(CT_4DLUNG)
     result = segment(ct, bundle, SegmentOptions(tta=1, device="cpu"))

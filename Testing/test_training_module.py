@@ -56,6 +56,7 @@ def test_training_command_single_process():
     assert "--data /d/Task06_Lung --output /runs/r1 --arch UNet --patch-size 96 96 64" in joined
     assert "--epochs 7" in joined and "--lr 0.0003" in joined and "--fold 2" in joined and "--loss dicece" in joined
     assert args[-2:] == ["--progress", "json"]
+    assert gh.stop_file_of(args) == gh.stop_file("/runs/r1") == Path("/runs/r1") / "stop-request"
     assert "--steps-per-epoch" not in args and "--max-cases" not in args
 
 
@@ -92,8 +93,10 @@ def test_presets_and_problems():
 
 def test_resume_export_ensemble_commands(tmp_path: Path):
     assert gh.resume_command("/runs/r1", python="/py") == [
-        "/py", "-m", "LungTumorSegTrainingLib", "resume", "/runs/r1", "--progress", "json",
+        "/py", "-m", "LungTumorSegTrainingLib", "resume", "/runs/r1",
+        "--stop-file", str(Path("/runs/r1/stop-request")), "--progress", "json",
     ]  # fmt: skip
+    assert gh.stop_file_of(gh.resume_command("/runs/r1", python="/py")) == Path("/runs/r1/stop-request")
     assert gh.resume_command("/runs/r1", python="/py", gpus=2)[2] == "torch.distributed.run"
     (export,) = gh.install_commands(["/runs/a"], tmp_path, "my-model", python="/py")
     assert export == ["/py", "-m", "LungTumorSegTrainingLib", "export", "/runs/a", "--name", "my-model", "--out",
@@ -104,6 +107,7 @@ def test_resume_export_ensemble_commands(tmp_path: Path):
     assert result == str(Path("/runs/ens-ensemble.json"))
     assert export[3:6] == ["export", "--ensemble", result] and export[-1] == "--overwrite"
     assert export[export.index("--out") + 1] == str(tmp_path / "ens")
+    assert gh.stop_file_of(search) is None and gh.stop_file_of(export) is None  # Stop kills these
     with pytest.raises(ValueError):
         gh.install_commands([], tmp_path, "x")
     with pytest.raises(ValueError):
@@ -126,6 +130,8 @@ def test_commands_parse_with_the_engine_cli():
     train = parser.parse_args(commands[0][3:])
     assert (train.arch, train.patch_size, train.epochs, train.steps_per_epoch) == ("UNet", [64, 64, 32], 2, 2)
     assert train.data == ["/d"] and train.progress == "json" and train.device == "cpu" and train.max_cases == 3
+    assert train.stop_file == str(Path("/o/r-unet/stop-request"))
+    assert parser.parse_args(commands[2][3:]).stop_file == str(Path("/o/r/stop-request"))
 
 
 # ------------------------------------------------------------------------------------------ events
@@ -462,8 +468,11 @@ def module_with_stubs(monkeypatch: pytest.MonkeyPatch):
     util.VTKObservationMixin = type("VTKObservationMixin", (), {"__init__": lambda self: None})
     slicer.ScriptedLoadableModule, slicer.util = scripted, util
     util.updateTableFromArray = mock.MagicMock()
+    i18n = types.ModuleType("slicer.i18n")
+    i18n.translate = lambda context, text: text
     qt = mock.MagicMock(name="qt")
-    for name, value in (("slicer", slicer), ("slicer.ScriptedLoadableModule", scripted), ("slicer.util", util)):
+    modules = {"slicer": slicer, "slicer.ScriptedLoadableModule": scripted, "slicer.util": util, "slicer.i18n": i18n}
+    for name, value in modules.items():
         monkeypatch.setitem(sys.modules, name, value)
     monkeypatch.setitem(sys.modules, "qt", qt)
     spec = importlib.util.spec_from_file_location("LungTumorSegTraining_stubbed", MODULE_PY)
@@ -518,3 +527,30 @@ def test_gui_defaults_equal_the_engine_defaults():
     assert len(shared_fields) >= 10
     for name in shared_fields:
         assert getattr(gui, name) == getattr(engine, name), name
+
+
+def test_the_logic_stops_a_real_run_through_the_stop_file(module_with_stubs, tmp_path: Path):
+    """The module's own Logic (Slicer stubbed; its output timer driven here): Stop ends a real run cleanly."""
+    import time
+
+    module, _slicer, _util = module_with_stubs
+    logic = module.LungTumorSegTrainingLogic()
+    settings = gh.apply_preset(
+        gh.TrainSettings(data=[str(gh.build_tiny_msd(tmp_path / "tiny", lidc_pairs()))], output_dir=str(tmp_path)),
+        "Quick CPU check",
+    )
+    settings.run_name, settings.epochs, settings.steps_per_epoch, settings.patch_size = "q", 3, 3, [32, 32, 16]
+    finished, progress = [], []
+    logic.onFinished = lambda code, ok: finished.append((code, ok))
+    logic.onProgress = lambda fraction, message: progress.append(message)
+    logic.start(gh.training_commands(settings, sys.executable), settings.run_dirs())
+    deadline = time.monotonic() + 240
+    while logic.process is not None and time.monotonic() < deadline:
+        logic._readOutput()  # what the module's 100 ms timer calls
+        if progress and not logic.stopRequested:
+            logic.stop()
+        time.sleep(0.05)
+    assert finished == [(0, False)], "exit code 0, not 'ok' because a stop was requested"
+    run = gh.read_run(settings.run_dirs()[0])
+    assert run.state == "stopped" and run.resumable
+    assert not gh.stop_file(settings.run_dirs()[0]).exists()

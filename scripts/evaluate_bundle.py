@@ -1,13 +1,15 @@
-"""Measure a model against the bundled-model targets (issue 5) on the shared real CT.
+"""Measure a model against the bundled-model targets on the shared real CT.
 
 - LIDC-IDRI held-out test patients (``--split``'s test list): per-crop Dice and the other metrics.
-- 4D-Lung whole CT: GTV Dice, lesions found, false-positive components (not touching the GTV or
-  the involved node), RECIST long-axis error; overlay and 3D snapshot pictures.
 - NSCLC-Radiogenomics R01-001 whole CT (unlabelled): lesions >= 1 ml, whole-pipeline time with
-  every member alone and with the whole ensemble; pictures.
+  every member alone and with the whole ensemble; overlay and 3D snapshot pictures.
+- Context independence: the LIDC-IDRI-0001 whole-CT nodule at ROI 40 / 80 / 160 mm and on the whole scan
+  (``--context-model``: e.g. the cross-validation model that never saw that CT).
+- ``--cv-report``: the cross-validated whole-CT scores (``lungtumorseg-train evaluate PLAN --whole-ct``),
+  copied into the manifest with ``--write-manifest``.
 
-    python scripts/evaluate_bundle.py lungtumorseg-ensemble --split runs/bundle-split.json -o runs/eval
-    python scripts/evaluate_bundle.py runs/unet-v2 --skip-lidc --skip-r01 -o runs/eval-unet-v2
+    python scripts/evaluate_bundle.py lungtumorseg-ensemble --split runs/bundle-data/split.json -o runs/eval
+    python scripts/evaluate_bundle.py runs/unet --skip-lidc --skip-r01 --context-model runs/cv/unet-f0
 
 MODEL is a bundle name or folder, or a training run folder / checkpoint. Writes ``metrics.json``.
 """
@@ -28,12 +30,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "LungTumorSeg"), str(ROOT / "LungTumorSegTraining")]
 from LungTumorSegLib.case_outputs import write_case_outputs  # noqa: E402
 from LungTumorSegLib.image_io import load_volume  # noqa: E402
-from LungTumorSegLib.metrics import evaluate  # noqa: E402
 from LungTumorSegLib.pipeline import SegmentOptions, segment  # noqa: E402
 from LungTumorSegTrainingLib.evaluate import evaluate_cases, load_model  # noqa: E402
 from LungTumorSegTrainingLib.splits import load_split  # noqa: E402
+from LungTumorSegTrainingLib.whole_ct import context_sweep, find_whole_ct_cases  # noqa: E402
 
-FOUR_D_LUNG = "chest-ct/4dlung-113_HM10395-phase40"
+CONTEXT_CASE = "lidc-idri-0001"
 R01 = "chest-ct/nsclc-radiogenomics-R01-001/ct.nii.gz"
 FP_MIN_ML = 1.0
 SUMMARY_MEANS = ("hd95_mm", "nsd", "relative_volume_error", "recist_relative_error", "lesion_sensitivity")
@@ -69,61 +71,16 @@ def whole_ct(bundle, networks, ct_path: Path, out_dir: Path) -> tuple[Any, Any, 
     return ct, result, seconds
 
 
-def gtv_slice_png(ct, gtv, result, title: str, path: Path) -> None:
-    """The GTV's largest axial slice: CT (mediastinal window), GTV (red), predicted lesions (green), p >= 0.1."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    from LungTumorSegLib.overlay import largest_area_slice, radiological_slice
-
-    index = largest_area_slice(gtv)
-    view = [radiological_slice(v, index) for v in (ct, gtv, result.label, result.probability)]
-    extent = view[0].extent
-    figure = Figure(figsize=(6, 5.6), dpi=100)
-    FigureCanvasAgg(figure)
-    ax = figure.add_axes((0, 0, 1, 0.92))
-    ax.imshow(view[0].image, cmap="gray", vmin=-1000, vmax=400, extent=extent)
-    probability = np.ma.masked_less(view[3].image, 0.1)
-    ax.imshow(probability, cmap="inferno", vmin=0, vmax=1, alpha=0.5, extent=extent)
-    ax.contour(view[1].image > 0, levels=[0.5], colors="red", extent=extent, origin="upper", linewidths=1.5)
-    if (view[2].image > 0).any():
-        ax.contour(view[2].image > 0, levels=[0.5], colors="lime", extent=extent, origin="upper", linewidths=1.5)
-    ax.set_axis_off()
-    figure.suptitle(title, fontsize=10)
-    figure.savefig(path)
-
-
-def four_d_lung(bundle, networks, data: Path, out_dir: Path) -> dict[str, Any]:
-    """The whole-volume validation case: GTV agreement and false positives away from GTV and node."""
-    folder = data / FOUR_D_LUNG
-    ct, result, seconds = whole_ct(bundle, networks, folder / "ct.nii.gz", out_dir / "4dlung")
-    gtv = load_volume(folder / "tumor.nii.gz", dtype=None)
-    node = load_volume(folder / "lymph_node.nii.gz", dtype=None).array > 0
-    scores = evaluate(result.label, gtv)
-    labels, count = ndimage.label(result.label.array > 0, structure=np.ones((3, 3, 3)))
-    truth = (gtv.array > 0) | node
-    voxel_ml = float(np.prod(gtv.spacing)) / 1000
-    false_positives = [
-        round(float((labels == i).sum() * voxel_ml), 2) for i in range(1, count + 1) if not truth[labels == i].any()
-    ]
-    touching_gtv = [i for i in range(1, count + 1) if (gtv.array > 0)[labels == i].any()]
-    max_p = float(result.probability.array[gtv.array > 0].max())
-    name = f"{bundle.name} {bundle.manifest.get('version', '')}"
-    title = f"4D-Lung, {name}\nGTV (red), lesions (green), probability >= 0.1 (heat); max p in GTV {max_p:.2f}"
-    gtv_slice_png(ct, gtv, result, title, out_dir / "4dlung" / "gtv_slice.png")
+def context(bundle, networks, data: Path, case_name: str) -> dict[str, Any]:
+    """The context-independence check: one nodule's Dice at ROI 40 / 80 / 160 mm and on the whole scan."""
+    (case,) = find_whole_ct_cases(data, [case_name])
+    rows = context_sweep(case, bundle, networks, options=SegmentOptions(device="cpu", tta=1))
+    dices = [row["dice"] for row in rows]
     return {
-        "gtv_dice": round(scores["dice"], 4),
-        "pred_volume_ml": round(scores["pred_volume_ml"], 2),
-        "gtv_volume_ml": round(scores["gt_volume_ml"], 2),
-        "lesions": count,
-        "lesions_touching_gtv": len(touching_gtv),
-        "false_positive_components": len(false_positives),
-        "false_positive_ml": false_positives,
-        "pred_long_axis_mm": round(scores["pred_largest_long_axis_mm"], 1),
-        "gtv_long_axis_mm": round(scores["gt_largest_long_axis_mm"], 1),
-        "long_axis_relative_error": scores["largest_long_axis_relative_error"],
-        "max_probability_in_gtv": round(max_p, 3),
-        "seconds": round(seconds, 1),
+        "case": case_name,
+        "rows": [{k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()} for row in rows],
+        "dice_change_40mm_to_whole": round(abs(dices[0] - dices[-1]), 4),
+        "max_dice_change": round(max(dices) - min(dices), 4),
     }
 
 
@@ -151,27 +108,43 @@ def r01(bundle, networks, data: Path, out_dir: Path, member_times: bool) -> dict
 
 
 def add_to_manifest(manifest_path: Path, metrics: dict[str, Any]) -> None:
-    """Record the results in the bundle manifest's ``metrics`` (4D-Lung as ``whole_volume``).
+    """Record the results in the bundle manifest's ``metrics``.
 
     Keys measured now replace the old ones; other keys of a section (notes such as ``measured_on``) stay.
     """
     manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-    names = {"four_d_lung": "whole_volume", "r01": "unlabelled_full_ct", "lidc_test": "lidc_test"}
+    names = {"r01": "unlabelled_full_ct", "lidc_test": "lidc_test", "context": "context", "whole_ct_cv": "whole_ct_cv"}
     for key, name in names.items():
         if key in metrics:
             manifest.setdefault("metrics", {}).setdefault(name, {}).update(metrics[key])
     manifest_path.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
 
 
+def cv_summary(report_path: Path) -> dict[str, Any]:
+    """The manifest's view of a cross-validated whole-CT report: summary and one line per case."""
+    report = json.loads(report_path.read_text(encoding="utf-8"))
+    keys = ("fold", "detected", "reference_lesions", "lesion_dice", "false_positives", "mean_abs_long_axis_error")
+    return {
+        "measured_on": "each labelled whole CT of ../shared/data segmented by the cross-validation model that did "
+        "not train on it (folds grouped by patient; LIDC test patients in no fold), full pipeline, bundle defaults",
+        "report": str(report_path),
+        "summary": {k: v for k, v in report["summary"].items() if k != "froc"},
+        "froc": report["summary"].get("froc"),
+        "cases": {row["case"]: {k: row[k] for k in keys} for row in report["cases"]},
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("model", help="bundle name or folder, run folder or checkpoint")
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
-    parser.add_argument("--split", type=Path, default=ROOT / "runs" / "bundle-split.json")
+    parser.add_argument("--split", type=Path, default=ROOT / "runs" / "bundle-data" / "split.json")
     parser.add_argument("-o", "--out", type=Path, default=ROOT / "runs" / "eval")
     parser.add_argument("--max-cases", type=int, default=0, help="only the first N LIDC test crops")
     parser.add_argument("--skip-lidc", action="store_true")
-    parser.add_argument("--skip-4dlung", action="store_true")
+    parser.add_argument("--skip-context", action="store_true")
+    parser.add_argument("--context-model", help="model for the context check (default: MODEL)")
+    parser.add_argument("--cv-report", type=Path, help="whole_ct.json of the cross-validated whole-CT evaluation")
     parser.add_argument("--skip-r01", action="store_true")
     parser.add_argument("--member-times", action="store_true", help="also time R01-001 with each member alone")
     parser.add_argument("--write-manifest", action="store_true", help="add the results to a bundle's manifest")
@@ -184,9 +157,13 @@ def main() -> None:
     bundle, networks = load_model(args.model, "cpu")
     args.out.mkdir(parents=True, exist_ok=True)
     metrics: dict[str, Any] = {"model": args.model}
-    if not args.skip_4dlung:
-        metrics["four_d_lung"] = four_d_lung(bundle, networks, args.data, args.out)
-        print("4D-Lung:", json.dumps(metrics["four_d_lung"]), flush=True)
+    if args.cv_report:
+        metrics["whole_ct_cv"] = cv_summary(args.cv_report)
+    if not args.skip_context:
+        pair = load_model(args.context_model, "cpu") if args.context_model else (bundle, networks)
+        metrics["context"] = context(*pair, args.data, CONTEXT_CASE)
+        metrics["context"]["model"] = args.context_model or args.model
+        print("context:", json.dumps(metrics["context"]), flush=True)
     if not args.skip_r01:
         metrics["r01"] = r01(bundle, networks, args.data, args.out, args.member_times)
         print("R01-001:", json.dumps(metrics["r01"]), flush=True)

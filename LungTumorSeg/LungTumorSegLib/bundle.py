@@ -20,20 +20,19 @@ from safetensors.torch import load_file
 from torch import nn
 
 from .errors import BundleError
-from .model_names import default_model
+from .model_names import (  # noqa: F401 - the folder helpers are torch-free, re-exported here
+    BUNDLED_MODELS_DIR,
+    MANIFEST,
+    USER_MODELS_ENV,
+    default_model,
+    list_bundles,
+    user_models_dir,
+)
 from .networks import build_network, size_multiple
 
-MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
-BUNDLED_MODELS_DIR = Path(__file__).resolve().parent.parent / "Resources" / "Models"
-USER_MODELS_ENV = "LUNGTUMORSEG_MODELS"
 # buffers the network constructor recomputes; bundles need not store them
 DERIVED_BUFFERS = ("relative_position_index",)
-
-
-def user_models_dir() -> Path:
-    """Folder for user-installed bundles (``$LUNGTUMORSEG_MODELS`` or ``~/.lungtumorseg/models``)."""
-    return Path(os.environ.get(USER_MODELS_ENV, Path.home() / ".lungtumorseg" / "models"))
 
 
 @dataclass
@@ -197,16 +196,6 @@ def validate_manifest(manifest: dict[str, Any], where: Path | str = "manifest") 
             f"input.patch_size {spec['patch_size']} must be a multiple of {multiple} for {member['architecture']}",
         )
     need(0.0 <= float(manifest["output"].get("threshold", 0.5)) <= 1.0, "output.threshold must be in [0, 1]")
-
-
-def list_bundles(search_dirs: list[Path] | None = None) -> dict[str, Path]:
-    """Bundles found by name: bundled ones first, user-installed ones override them."""
-    found: dict[str, Path] = {}
-    for folder in search_dirs or [BUNDLED_MODELS_DIR, user_models_dir()]:
-        if folder.is_dir():
-            for manifest_path in sorted(folder.glob(f"*/{MANIFEST}")):
-                found[manifest_path.parent.name] = manifest_path.parent
-    return found
 
 
 def find_bundle(name_or_path: str | None) -> ModelBundle:

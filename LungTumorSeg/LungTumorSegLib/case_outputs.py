@@ -7,8 +7,9 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .image_io import image_format, save_volume
-from .image_names import image_stem
+from .clinical_outputs import ClinicalOutputs, write_clinical_outputs
+from .dicom_cases import DicomCase, case_format, case_stem
+from .image_io import save_volume
 from .measurements import CaseMeasurements, measure_lesions
 from .outputs import OutputSet
 from .overlay import write_overlay_png
@@ -22,25 +23,27 @@ PICTURES = {"overlay": "overlay.png", "snapshot": "snapshot.png", "report": "rep
 LOG = logging.getLogger("lungtumorseg")
 
 
-def image_suffix(path: Path, fmt: str) -> str:
-    """Output image suffix: as the input (``auto``), or NIfTI/NRRD."""
+def image_suffix(path: Path | DicomCase, fmt: str) -> str:
+    """Output image suffix: as the input (``auto``; NIfTI for DICOM), or NIfTI/NRRD."""
     if fmt == "auto":
-        fmt = image_format(path)
+        fmt = case_format(path)
     return ".nii.gz" if fmt == "nifti" else ".nrrd"
 
 
-def output_names(path: Path, fmt: str = "auto", pictures: bool = True) -> list[str]:
+def output_names(
+    path: Path | DicomCase, fmt: str = "auto", pictures: bool = True, clinical: ClinicalOutputs | None = None
+) -> list[str]:
     """Every file name ``segment`` writes for input ``path`` (pictures only when there is a lesion)."""
-    stem, suffix = image_stem(path), image_suffix(path, fmt)
+    stem, suffix = case_stem(path), image_suffix(path, fmt)
     names = [f"{stem}_{name}{suffix}" for name in MAPS] + [f"{stem}_summary.json"]
     names += [p.name for p in measurement_table_paths(".", stem).values()]
     if pictures:
         names += [f"{stem}_{name}" for name in PICTURES.values()]
-    return names
+    return names + (clinical.names(stem) if clinical else [])
 
 
 def write_case_outputs(
-    path: Path,
+    path: Path | DicomCase,
     ct: Volume,
     result: SegmentationResult,
     out_dir: Path,
@@ -48,13 +51,14 @@ def write_case_outputs(
     overwrite: bool = False,
     pictures: bool = True,
     reporter: ProgressReporter | None = None,
+    clinical: ClinicalOutputs | None = None,
 ) -> tuple[dict[str, Path], dict[str, Any]]:
-    """Write label, probability, entropy, mutual information and the JSON summary.
+    """Write label, probability, entropy, mutual information, the JSON summary and the ``clinical`` files.
 
     Returns:
         (paths by output kind, the summary dictionary).
     """
-    stem, suffix = image_stem(path), image_suffix(path, fmt)
+    stem, suffix = case_stem(path), image_suffix(path, fmt)
     case = measure_lesions(result.label, ct, result.entropy)
     summary = {
         "input": str(path),
@@ -85,6 +89,11 @@ def write_case_outputs(
             for kind, name in _write_pictures(path, ct, result, case, outputs.staging, stem, reporter).items():
                 outputs.adopt(name)
                 kinds[name] = kind
+        for kind, name in write_clinical_outputs(
+            outputs.staging, stem, path, result.label, case, result.info, clinical
+        ).items():
+            outputs.adopt(name)
+            kinds[name] = kind
         final = outputs.commit()
     return {kinds[name]: p for name, p in final.items()}, summary
 

@@ -1,5 +1,8 @@
 """``lungtumorseg compare BASELINE FOLLOWUP -o OUT``: follow-up response (RECIST 1.1) between two CT scans.
 
+Each CT is an image file (NIfTI, NRRD) or a DICOM series (its folder or one of its files), read as
+``segment`` reads it (``dicom_cases``).
+
 Without labels both CTs are segmented with the model; with ``--baseline-label`` / ``--followup-label``
 those labels are used (for example segmentations corrected in Slicer). The follow-up is registered to
 the baseline, the lesions are matched, and the RECIST 1.1 response is written with the rule that decided it.
@@ -17,6 +20,7 @@ import numpy as np
 from .case_outputs import image_suffix
 from .compare import CompareOptions, Comparison, TimePoint, compare, time_point
 from .compare_outputs import output_names, write_compare_outputs
+from .dicom_cases import DicomCase, dicom_inputs, load_case
 from .errors import InputError
 from .image_io import load_volume
 from .lesion_matching import MAX_CENTROID_DISTANCE_MM, MIN_OVERLAP_FRACTION
@@ -39,8 +43,10 @@ def add_compare_parser(commands: argparse._SubParsersAction) -> argparse.Argumen
         "Writes comparison.json, comparison.csv, comparison_report.html, comparison_transform.h5, side-by-side "
         "pictures of the target lesions and each time point's tables and report. Research use only.",
     )
-    parser.add_argument("baseline", type=Path, help="baseline CT (.nii, .nii.gz, .nrrd) in HU")
-    parser.add_argument("followup", type=Path, help="follow-up CT in HU")
+    parser.add_argument(
+        "baseline", type=Path, help="baseline CT: .nii, .nii.gz or .nrrd in HU, or a DICOM series folder or file"
+    )
+    parser.add_argument("followup", type=Path, help="follow-up CT, as the baseline")
     parser.add_argument("-o", "--output", type=Path, required=True, help="output folder (created if needed)")
     parser.add_argument("--baseline-label", type=Path, help="baseline tumour label on the baseline CT's grid")
     parser.add_argument("--followup-label", type=Path, help="follow-up tumour label on the follow-up CT's grid")
@@ -115,10 +121,11 @@ def run_compare(args: argparse.Namespace, stdout: TextIO | None = None) -> int:
         nadir_sum_mm=args.nadir_sum_mm,
     )
     labels = {"baseline": args.baseline_label, "followup": args.followup_label}
-    suffix = image_suffix(args.baseline, args.format)
+    cases = {"baseline": ct_case(args.baseline), "followup": ct_case(args.followup)}
+    suffix = image_suffix(cases["baseline"], args.format)
     check_writable(args.output, output_names({k: v is None for k, v in labels.items()}, suffix), args.overwrite)
     reporter.update("load", 0.0, "loading the CTs")
-    cts = {"baseline": _load_ct(args.baseline), "followup": _load_ct(args.followup)}
+    cts = {name: _load_ct(case, reporter) for name, case in cases.items()}
     given = {name: _load_label(path, cts[name], name) for name, path in labels.items() if path is not None}
     segmentations = _segment_missing(args, cts, given, reporter)
     points: dict[str, TimePoint] = {}
@@ -182,9 +189,27 @@ def _ids(ids: list[int]) -> str:
     return ",".join(map(str, ids)) or "-"
 
 
-def _load_ct(path: Path) -> Volume:
-    ct = load_volume(path)
-    validate_ct(ct, name=str(path))
+def ct_case(path: Path) -> Path | DicomCase:
+    """One CT input: an image file, or the one DICOM series of a folder (or of a DICOM file).
+
+    Raises:
+        InputError: the path does not exist, holds no image, or holds several CT series.
+    """
+    if not path.exists():
+        raise InputError(f"{path}: no such file or folder")
+    cases = dicom_inputs(path)
+    if len(cases) > 1:
+        raise InputError(f"{path}: {len(cases)} CT series below this folder; give the folder of one series")
+    if cases:
+        return cases[0]
+    if path.is_dir():
+        raise InputError(f"{path}: a folder without a DICOM series (give the CT file or a DICOM series folder)")
+    return path
+
+
+def _load_ct(case: Path | DicomCase, reporter: ProgressReporter) -> Volume:
+    ct = load_case(case, reporter)
+    validate_ct(ct, name=str(case))
     return ct
 
 

@@ -10,9 +10,11 @@ from typing import Any
 
 from .bundle import find_bundle, list_bundles, read_bundle
 from .case_outputs import output_names, write_case_outputs
+from .clinical_outputs import add_clinical_arguments, clinical_outputs_for
 from .device import configure_threads, resolve_device
+from .dicom_cases import DicomCase, dicom_inputs, load_case
 from .errors import InputError
-from .image_io import NIFTI_SUFFIXES, NRRD_SUFFIXES, load_volume
+from .image_io import NIFTI_SUFFIXES, NRRD_SUFFIXES
 from .model_names import NO_LESION_HINT
 from .outputs import check_writable
 from .pipeline import SegmentOptions, segment
@@ -24,10 +26,13 @@ def add_segment_parser(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser(
         "segment",
         help="segment lung tumours in CT images",
-        description="Segment lung tumours in CT (NIfTI or NRRD, in HU). Writes the tumour label, probability, "
-        "entropy (uncertainty, bits) and a JSON summary on the input's grid.",
+        description="Segment lung tumours in CT (NIfTI, NRRD or a DICOM series, in HU). Writes the tumour label, "
+        "probability, entropy (uncertainty, bits) and a JSON summary on the input's grid; for DICOM input also a "
+        "Slicer .seg.nrrd, a DICOM SEG and a DICOM SR measurement report.",
     )
-    parser.add_argument("inputs", nargs="+", type=Path, help="CT files, or folders of .nii/.nii.gz/.nrrd files")
+    parser.add_argument(
+        "inputs", nargs="+", type=Path, help="CT files, folders of .nii/.nii.gz/.nrrd files, or DICOM folders"
+    )
     parser.add_argument("-o", "--output", type=Path, required=True, help="output folder (created if needed)")
     parser.add_argument("--model", help="bundle name or folder (default: the bundled ensemble)")
     parser.add_argument("--tta", type=int, choices=(1, 2, 4, 8), help="flip test-time augmentations (default: model's)")
@@ -49,6 +54,7 @@ def add_segment_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--no-pictures", action="store_true", help="skip the overlay/3D snapshot/HTML report")
     parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
     parser.add_argument("--progress", choices=MODES, default="tqdm", help="tqdm bar, JSON lines on stdout, or none")
+    add_clinical_arguments(parser)
     parser.set_defaults(func=run_segment)
 
 
@@ -59,18 +65,19 @@ def add_models_parser(commands: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run_models)
 
 
-def collect_inputs(inputs: list[Path]) -> list[Path]:
-    """Expand folders into their image files; raise InputError if nothing is found."""
-    files: list[Path] = []
+def collect_inputs(inputs: list[Path], series_uid: str | None = None) -> list[Path | DicomCase]:
+    """Expand folders into their image files or DICOM series; raise InputError if nothing is found."""
+    files: list[Path | DicomCase] = []
     for item in inputs:
         if item.is_dir():
-            files += sorted(p for p in item.iterdir() if p.name.lower().endswith(NIFTI_SUFFIXES + NRRD_SUFFIXES))
+            images = sorted(p for p in item.iterdir() if p.name.lower().endswith(NIFTI_SUFFIXES + NRRD_SUFFIXES))
+            files += images or dicom_inputs(item, series_uid)
         elif item.exists():
-            files.append(item)
+            files += dicom_inputs(item, series_uid) or [item]
         else:
             raise InputError(f"{item}: no such file or folder")
     if not files:
-        raise InputError(f"no .nii, .nii.gz or .nrrd images in {', '.join(map(str, inputs))}")
+        raise InputError(f"no .nii, .nii.gz or .nrrd images or DICOM series in {', '.join(map(str, inputs))}")
     return files
 
 
@@ -93,24 +100,25 @@ def options_from_args(args: argparse.Namespace) -> SegmentOptions:
 def run_segment(args: argparse.Namespace) -> int:
     """Segment every input; returns 0 when all succeeded."""
     reporter = ProgressReporter(args.progress)
-    files = collect_inputs(args.inputs)
+    files = collect_inputs(args.inputs, args.series_uid)
     bundle = find_bundle(args.model)
     options = options_from_args(args)
     device = resolve_device(args.device)
     configure_threads(args.threads)
-    for path in files:
-        check_writable(args.output, output_names(path, args.format, not args.no_pictures), args.overwrite)
+    clinical = [clinical_outputs_for(args, path) for path in files]
+    for path, wanted in zip(files, clinical):
+        check_writable(args.output, output_names(path, args.format, not args.no_pictures, wanted), args.overwrite)
     networks = bundle.load_networks(device)
     results: dict[str, Any] = {}
     for index, path in enumerate(files):
         reporter.update("load", 0.0, f"{path.name} ({index + 1}/{len(files)})")
         tick = time.perf_counter()
-        ct = load_volume(path)
+        ct = load_case(path, reporter)
         result = segment(ct, bundle, options, reporter, networks=networks)
         result.info["timings"]["load_s"] = round(time.perf_counter() - tick - result.info["timings"]["total_s"], 3)
         reporter.update("write", 0.96, f"writing outputs for {path.name}")
         written, summary = write_case_outputs(
-            path, ct, result, args.output, args.format, args.overwrite, not args.no_pictures, reporter
+            path, ct, result, args.output, args.format, args.overwrite, not args.no_pictures, reporter, clinical[index]
         )
         results[str(path)] = {"outputs": {k: str(v) for k, v in written.items()}, "summary": summary}
         reporter.update("done", 1.0, path.name)

@@ -2,7 +2,10 @@
 
 The mask is computed on a coarse strided grid (about 3 mm) for speed: air inside the
 body, components larger than a minimum volume, closed and hole-filled slice by slice so
-that nodules and tumours inside or against the lung are part of the field.
+that nodules and tumours inside or against the lung are part of the field. A field smaller
+than ``MIN_FIELD_ML`` is not a chest CT's lung field (a small field of view, or a sub-volume
+cut through the body, where the body's outline is open): it counts as not found, so the whole
+image is segmented and nothing is filtered by it.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from .volume import Volume
 BODY_HU = -300.0
 AIR_HU = -400.0
 MIN_LUNG_ML = 20.0
+MIN_FIELD_ML = 200.0  # one adult lung holds about 1-3 litres
 
 
 @dataclass
@@ -86,6 +90,8 @@ def lung_field(volume: Volume, working_spacing_mm: float = 3.0, min_lung_ml: flo
         closing_voxels = max(1, int(round(6.0 / working_spacing_mm)))
         lungs = ndimage.binary_closing(lungs, iterations=closing_voxels, border_value=0)
         lungs = fill_holes_per_axial_slice(lungs)
+    if lungs.sum() * voxel_ml < MIN_FIELD_ML:
+        lungs = np.zeros(small.shape, bool)
     return LungField(lungs, stride, volume.shape)  # type: ignore[arg-type]
 
 

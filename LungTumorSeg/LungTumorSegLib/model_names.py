@@ -1,10 +1,16 @@
-"""Which installed bundle is the default, and what to say about an empty result (torch-free, shared by the
-engine and the Slicer module)."""
+"""Which bundles are installed and which is the default, and what to say about an empty result (torch-free:
+shared by the engine and the Slicer modules, whose panels must open before torch is installed)."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any
+
+MANIFEST = "manifest.json"
+BUNDLED_MODELS_DIR = Path(__file__).resolve().parent.parent / "Resources" / "Models"
+USER_MODELS_ENV = "LUNGTUMORSEG_MODELS"
 
 # preferred default bundles, best first: the full ensemble once it ships, then the UNet release
 DEFAULT_MODELS = ("lungtumorseg-ensemble", "lungtumorseg-unet")
@@ -13,6 +19,21 @@ NO_LESION_HINT = (
     "no lesion found. A model can miss tumours unlike its training data (the bundled one misses large "
     "central tumours): check the probability and entropy maps, and the model card."
 )
+
+
+def user_models_dir() -> Path:
+    """Folder for user-installed bundles (``$LUNGTUMORSEG_MODELS`` or ``~/.lungtumorseg/models``)."""
+    return Path(os.environ.get(USER_MODELS_ENV, Path.home() / ".lungtumorseg" / "models"))
+
+
+def list_bundles(search_dirs: list[Path] | None = None) -> dict[str, Path]:
+    """Bundles found by name: bundled ones first, user-installed ones override them."""
+    found: dict[str, Path] = {}
+    for folder in search_dirs or [BUNDLED_MODELS_DIR, user_models_dir()]:
+        if folder.is_dir():
+            for manifest_path in sorted(folder.glob(f"*/{MANIFEST}")):
+                found[manifest_path.parent.name] = manifest_path.parent
+    return found
 
 
 def default_model(names: Iterable[str]) -> str | None:

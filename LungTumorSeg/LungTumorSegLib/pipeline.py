@@ -37,6 +37,7 @@ class SegmentOptions:
     min_lesion_ml: float | None = None
     restrict_to_lung: bool | None = None
     keep_largest: bool | None = None
+    min_peak_probability: float | None = None
     crop_to_lung: bool = True
     point_ras: Sequence[float] | None = None
     roi_mm: float = 80.0
@@ -158,7 +159,11 @@ def _region_of_interest(ras: Volume, field_, options: SegmentOptions, reporter: 
         return whole  # type: ignore[return-value]
     box = field_.bounding_box(np.ceil(LUNG_MARGIN_MM / ras.spacing))
     if box is None:
-        reporter.log("info", "no lung field found (small field of view?): segmenting the whole image")
+        reporter.log(
+            "info",
+            "no lung field found (small field of view or a sub-volume?): segmenting the whole image, "
+            "lesions not filtered by the lung field",
+        )
         return whole  # type: ignore[return-value]
     return box
 
@@ -174,6 +179,7 @@ def _postprocess_settings(bundle: ModelBundle, options: SegmentOptions) -> Postp
         min_lesion_ml=float(pick(options.min_lesion_ml, "min_lesion_ml", 0.05)),
         restrict_to_lung=bool(pick(options.restrict_to_lung, "restrict_to_lung", True)),
         keep_largest=bool(pick(options.keep_largest, "keep_largest", False)),
+        min_peak_probability=float(pick(options.min_peak_probability, "min_peak_probability", 0.0)),
     )
     if not 0.0 <= settings.threshold <= 1.0:
         raise InputError(f"threshold must be in [0, 1], got {settings.threshold}")

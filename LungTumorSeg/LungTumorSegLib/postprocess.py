@@ -18,6 +18,7 @@ class PostprocessSettings:
     min_lesion_ml: float = 0.05
     restrict_to_lung: bool = True
     keep_largest: bool = False
+    min_peak_probability: float = 0.0
 
 
 def postprocess(
@@ -26,7 +27,9 @@ def postprocess(
     settings: PostprocessSettings,
     lung_mask: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Threshold, then drop small lesions and lesions outside the lung field.
+    """Threshold, then drop small lesions, lesions outside the lung field and lesions whose highest
+    probability stays below ``settings.min_peak_probability`` (a lesion-level confidence: outlines are drawn
+    at ``threshold``, but a lesion is only reported when the models are sure of some part of it).
 
     Args:
         probability: tumour probability on the output grid.
@@ -43,6 +46,8 @@ def postprocess(
         return mask.astype(np.uint8)
     index = np.arange(1, count + 1)
     keep = np.bincount(labels.ravel(), minlength=count + 1)[1:] * voxel_ml >= settings.min_lesion_ml
+    if settings.min_peak_probability > settings.threshold:
+        keep &= ndimage.maximum(probability, labels, index=index) >= settings.min_peak_probability
     if settings.restrict_to_lung and lung_mask is not None and lung_mask.any():
         keep &= ndimage.maximum(lung_mask, labels, index=index).astype(bool)
     if settings.keep_largest and keep.any():

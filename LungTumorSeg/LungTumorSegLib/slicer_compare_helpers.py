@@ -1,7 +1,7 @@
 """Pure helpers for the Slicer module's "Compare with baseline" section (no slicer/qt/torch import).
 
 - the ``lungtumorseg compare`` command line with JSON-line progress;
-- a blocking runner for engine commands (scripts and the Slicer self-test; the GUI uses a QProcess);
+- reading an engine process's JSON-line events, and a blocking runner (scripts and the Slicer self-test);
 - the comparison table rows and the response summary, read from comparison.json;
 - which segments of a segmentation node are the tumour.
 """
@@ -9,8 +9,7 @@
 from __future__ import annotations
 
 import math
-import subprocess
-import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from .process import EngineProcess
 from .slicer_helpers import LUNG_TUMOR_SEGMENT_NAME, ProgressEvent, parse_progress_line
 
 REGISTRATION_CHOICES = (
@@ -88,13 +88,22 @@ def build_compare_command(
 
 @dataclass
 class EngineRun:
-    """What a finished engine process gave: exit code, its ``result`` event, its error, its stderr."""
+    """What an engine process gave: exit code, its ``result`` event, its error, its other output lines."""
 
-    exit_code: int
+    exit_code: int | None
     result: dict[str, Any] | None = None
     error: str | None = None
     stderr: list[str] = field(default_factory=list)
     cancelled: bool = False
+
+    def record(self, event: ProgressEvent) -> None:
+        """Keep what the event tells about the outcome (result, error, or a plain output line)."""
+        if event.event == "result":
+            self.result = event.data
+        elif event.event == "error":
+            self.error = event.message or "unknown error"
+        elif event.event == "text":
+            self.stderr.append(event.message)
 
     def failure(self) -> str | None:
         """The error to show, or None when the run succeeded (or was cancelled)."""
@@ -108,39 +117,49 @@ class EngineRun:
         return None
 
 
+def read_events(
+    engine: EngineProcess, run: EngineRun, on_event: Callable[[ProgressEvent], None] | None = None
+) -> list[ProgressEvent]:
+    """The events of the lines the engine printed since the last call, recorded in ``run`` and passed on."""
+    events = [e for e in map(parse_progress_line, engine.read_lines()) if e is not None]
+    for event in events:
+        run.record(event)
+        if on_event:
+            on_event(event)
+    return events
+
+
 def run_engine(
     command: list[str],
     env: dict[str, str] | None = None,
     cwd: str | Path | None = None,
     on_event: Callable[[ProgressEvent], None] | None = None,
     should_cancel: Callable[[], bool] | None = None,
+    poll_s: float = 0.05,
 ) -> EngineRun:
-    """Run an engine command, feeding each JSON-line event to ``on_event``; kill it when ``should_cancel()``.
+    """Run an engine command and wait (``process.EngineProcess``: own session, output read by a thread).
 
-    Stderr goes to a temporary file, so that a full pipe never blocks the process.
+    Each JSON-line event goes to ``on_event``; when ``should_cancel()`` turns true the process and
+    everything it started are killed.
+
+    Raises:
+        OSError: the program cannot be started.
     """
-    run = EngineRun(exit_code=-1)
-    with tempfile.TemporaryFile("w+", encoding="utf-8") as stderr:
-        process = subprocess.Popen(
-            command, stdout=subprocess.PIPE, stderr=stderr, env=env, cwd=cwd, text=True, errors="replace"
-        )
-        for line in process.stdout:
-            event = parse_progress_line(line)
-            if event is None:
-                continue
-            if event.event == "result":
-                run.result = event.data
-            elif event.event == "error":
-                run.error = event.message or "unknown error"
-            if on_event:
-                on_event(event)
-            if should_cancel and should_cancel():
-                run.cancelled = True
-                process.kill()
-                break
-        run.exit_code = process.wait()
-        stderr.seek(0)
-        run.stderr = stderr.read().splitlines()
+    engine = EngineProcess(command, env=env, cwd=cwd)
+    engine.start()
+    run = EngineRun(exit_code=None)
+    while True:
+        ended = not engine.running  # before reading, so that the last lines are read
+        read_events(engine, run, on_event)
+        if should_cancel and should_cancel():
+            run.cancelled = True
+            engine.kill()
+            break
+        if ended:
+            break
+        time.sleep(poll_s)
+    engine.wait()
+    run.exit_code = engine.returncode
     return run
 
 

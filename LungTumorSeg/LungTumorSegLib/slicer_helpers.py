@@ -19,12 +19,10 @@ from typing import Any
 
 import numpy as np
 
-from .model_names import NO_LESION_HINT
+from .model_names import MANIFEST, NO_LESION_HINT, list_bundles
 from .volume import Volume
 
 MODULE_DIR = Path(__file__).resolve().parent.parent
-BUNDLED_MODELS_DIR = MODULE_DIR / "Resources" / "Models"
-MANIFEST = "manifest.json"
 
 # ---------------------------------------------------------------- geometry
 
@@ -44,6 +42,27 @@ def ras_of_kji(kji: tuple[int, int, int] | np.ndarray, ijk_to_ras: np.ndarray) -
     """RAS position (mm) of the voxel at Slicer array index ``[k, j, i]``."""
     k, j, i = (float(v) for v in kji)
     return (np.asarray(ijk_to_ras, dtype=np.float64) @ np.array([i, j, k, 1.0]))[:3]
+
+
+def union_label(label: Volume, other_kji: np.ndarray | None) -> Volume:
+    """``label`` plus another label on its grid (a Slicer KJI array): a seed click adds its lesion to the segment."""
+    if other_kji is None:
+        return label
+    other = np.asarray(other_kji).transpose(2, 1, 0)
+    if other.shape != label.shape:
+        raise ValueError(f"the existing segment ({other.shape}) is not on the CT grid ({label.shape})")
+    merged = (np.asarray(label.array) > 0.5) | (other > 0.5)
+    return Volume(merged.astype(np.uint8), label.affine)
+
+
+def merged_entropy(entropy: Volume, previous_kji: np.ndarray | None) -> Volume:
+    """The voxel-wise maximum of this run's entropy and the previous one (a seed run only covers its region)."""
+    if previous_kji is None:
+        return entropy
+    previous = np.asarray(previous_kji, dtype=np.float32).transpose(2, 1, 0)
+    if previous.shape != entropy.shape:
+        return entropy
+    return Volume(np.maximum(np.asarray(entropy.array, dtype=np.float32), previous), entropy.affine)
 
 
 # ---------------------------------------------------------------- progress protocol
@@ -171,6 +190,38 @@ def build_segment_command(python: str, input_path: str | Path, output_dir: str |
     return cmd
 
 
+@dataclass(frozen=True)
+class OutputDefaults:
+    """The selected model's post-processing defaults (its manifest's ``output``, else the engine's fallbacks)."""
+
+    threshold: float = 0.5
+    min_lesion_ml: float = 0.05
+
+
+THRESHOLD_STEP = 0.01  # the threshold slider's step
+MIN_LESION_STEP = 0.001  # the minimum-lesion spin box's precision (3 decimals)
+
+
+def model_output_defaults(manifest: dict[str, Any]) -> OutputDefaults:
+    """Threshold and minimum lesion volume the engine uses for this model when the GUI passes neither."""
+    output = manifest.get("output", {}) if isinstance(manifest, dict) else {}
+    fallback = OutputDefaults()
+    return OutputDefaults(
+        threshold=_num(output.get("threshold"), fallback.threshold),
+        min_lesion_ml=_num(output.get("min_lesion_ml"), fallback.min_lesion_ml),
+    )
+
+
+def override(value: float | None, default: float, step: float) -> float | None:
+    """The GUI value to pass to the engine, or None (use the model's default) when the user left it unchanged.
+
+    ``step`` is the widget's precision: a value shown rounded (0.05 ml in a 2-decimal box) is not a change.
+    """
+    if value is None or abs(float(value) - float(default)) <= step / 2:
+        return None
+    return float(value)
+
+
 def engine_environment(base: dict[str, str] | None = None, module_dir: Path = MODULE_DIR) -> dict[str, str]:
     """Environment for the engine process: the module folder first on PYTHONPATH, unbuffered output."""
     env = dict(os.environ if base is None else base)
@@ -228,6 +279,10 @@ def parse_terminology_entry(entry: str) -> dict[str, Any]:
         out[key] = value if key.endswith("context") else tuple(value.split("^"))
     return out
 
+
+# Entropy shown in the slice views (bits): below 0.05 transparent, since Inferno's 0 is opaque black and the
+# entropy is 0 outside the processed region (the whole slice would darken otherwise).
+ENTROPY_DISPLAY_RANGE = (0.05, 1.0)
 
 LUNG_TUMOR_SEGMENT_NAME = "Lung tumor"
 LUNG_TUMOR_COLOR = (0.85, 0.32, 0.20)  # fixed orange-red, clear against lung and soft tissue
@@ -305,6 +360,29 @@ def lesion_rows(data: Any) -> list[dict[str, Any]]:
     return rows
 
 
+def table_columns() -> list[tuple[str, str, str]]:
+    """(row key, title, unit) of the lesion table: the measurement columns, then the centroid (RAS mm)."""
+    return list(TABLE_COLUMNS) + [(f"centroid_{axis}", f"Centroid {axis.upper()}", "mm") for axis in "ras"]
+
+
+def table_cell(key: str, row: dict[str, Any]) -> str:
+    """Text of one cell of the lesion table."""
+    if key.startswith("centroid_"):
+        point = row.get("centroid_ras")
+        return f"{point['ras'.index(key[-1])]:.1f}" if point else ""
+    return format_cell(key, row.get(key))
+
+
+def lesion_row_of_table_row(view_row: int, column_names_as_header: bool, count: int) -> int | None:
+    """Index into the lesion rows of a clicked ``qMRMLTableView`` row; None for the header row or outside.
+
+    Without ``UseColumnNameAsColumnHeader`` (the view's ``firstRowLocked``) the view shows the column names as
+    data row 0, so lesion ``n`` is view row ``n + 1``.
+    """
+    index = view_row if column_names_as_header else view_row - 1
+    return index if 0 <= index < count else None
+
+
 def format_cell(key: str, value: Any) -> str:
     """Table text of one cell."""
     if key == "measurable":
@@ -377,20 +455,8 @@ def read_manifest(folder: str | Path) -> dict[str, Any]:
 
 
 def available_models() -> dict[str, Path]:
-    """Bundles by name via the engine's ``list_bundles`` (falls back to a folder scan when torch is missing)."""
-    try:
-        from .bundle import list_bundles
-
-        return list_bundles()
-    except ImportError:
-        from_env = os.environ.get("LUNGTUMORSEG_MODELS")
-        user = Path(from_env) if from_env else Path.home() / ".lungtumorseg" / "models"
-        found: dict[str, Path] = {}
-        for folder in (BUNDLED_MODELS_DIR, user):
-            if folder.is_dir():
-                for m in sorted(folder.glob(f"*/{MANIFEST}")):
-                    found[m.parent.name] = m.parent
-        return found
+    """Bundles by name (torch-free: the panel lists models before the dependencies are installed)."""
+    return list_bundles()
 
 
 def describe_members(manifest: dict[str, Any]) -> str:

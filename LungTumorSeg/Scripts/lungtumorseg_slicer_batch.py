@@ -6,17 +6,23 @@ Usage::
         --input CT_FILE_OR_FOLDER --output OUT_FOLDER [--model NAME|DIR] [--tta 1|2|4|8] \
         [--device auto|cpu|cuda] [--threshold T] [--min-lesion-ml V] [--overwrite]
 
-Inputs: NIfTI/NRRD files, a folder of them, or DICOM folders (imported through a temporary Slicer DICOM
-database). For each CT it writes ``<name>.seg.nrrd`` (with segment terminology), ``<name>_entropy.nrrd``,
-``<name>_lesions.csv`` (the lesion table) and the engine's report files. Exits non-zero when a case fails.
+Inputs: NIfTI/NRRD files, a folder of them, or a DICOM folder (imported into a temporary Slicer DICOM database and
+loaded one series at a time; series that are not CT volumes, such as localizers or MR, are skipped with a
+message). For each CT it writes ``<name>.seg.nrrd`` (with segment terminology), ``<name>_entropy.nrrd``,
+``<name>_lesion_table.tsv`` and the engine's report files; for a CT loaded from DICOM also
+``<name>_seg.dcm`` (DICOM SEG) and ``<name>_sr.dcm`` (TID 1500 measurements) on the source series. The nodes
+of a case are removed after it.
+Exits 0 when every case succeeded, 1 when some failed, 2 for usage errors or no input found.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import shutil
 import sys
 import traceback
+from collections.abc import Iterator
 from pathlib import Path
 
 import slicer
@@ -25,7 +31,7 @@ MODULE_DIR = Path(__file__).resolve().parent.parent
 if str(MODULE_DIR) not in sys.path:  # LungTumorSeg.py and LungTumorSegLib/ sit one folder up
     sys.path.insert(0, str(MODULE_DIR))
 
-IMAGE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr")
+from LungTumorSegLib import slicer_batch  # noqa: E402
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -35,51 +41,88 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--model", default="", help="bundle name or folder (default: the bundled model)")
     parser.add_argument("--tta", type=int, choices=(1, 2, 4, 8), help="flip test-time augmentations")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    parser.add_argument("--threshold", type=float, help="probability threshold")
-    parser.add_argument("--min-lesion-ml", type=float, help="drop smaller lesions (ml)")
+    parser.add_argument("--threshold", type=float, help="probability threshold (default: the model's)")
+    parser.add_argument("--min-lesion-ml", type=float, help="drop smaller lesions, ml (default: the model's)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     return parser.parse_args(argv)
 
 
-def is_image(path: Path) -> bool:
-    return path.is_file() and path.name.lower().endswith(IMAGE_SUFFIXES)
+def scene_node_ids() -> list[str]:
+    """IDs of the scene's nodes, in scene order."""
+    scene = slicer.mrmlScene
+    return [scene.GetNthNode(index).GetID() for index in range(scene.GetNumberOfNodes())]
 
 
-def case_name(path: Path) -> str:
-    name = path.name
-    for suffix in IMAGE_SUFFIXES:
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return name
+def remove_nodes_added_since(before: list[str]) -> None:
+    """Remove what a case created (its loaded series and result nodes), nothing else."""
+    for node_id in slicer_batch.nodes_to_remove(before, scene_node_ids()):
+        node = slicer.mrmlScene.GetNodeByID(node_id)
+        if node is not None:
+            slicer.mrmlScene.RemoveNode(node)
 
 
-def load_cases(input_path: Path):
-    """Yield (name, volume node) for every CT found; DICOM folders go through a temporary DICOM database."""
-    if is_image(input_path):
-        yield case_name(input_path), slicer.util.loadVolume(str(input_path))
+def file_cases(input_path: Path) -> Iterator[tuple[str, object]]:
+    """(name, volume node) for a NIfTI/NRRD file or every such file of a folder."""
+    paths = [input_path] if slicer_batch.is_image_file(input_path) else sorted(input_path.iterdir())
+    for path in (p for p in paths if slicer_batch.is_image_file(p)):
+        yield slicer_batch.file_case_name(path), slicer.util.loadVolume(str(path))
+
+
+SERIES_TAGS = {
+    "patient": "0010,0020",
+    "number": "0020,0011",
+    "description": "0008,103E",
+    "modality": "0008,0060",
+    "image_type": "0008,0008",
+}
+
+
+def dicom_cases(input_path: Path) -> Iterator[tuple[str, object]]:
+    """(name, volume node) per CT series of a DICOM folder, loaded one series at a time."""
+    from DICOMLib import DICOMUtils
+
+    used: set[str] = set()
+    with DICOMUtils.TemporaryDICOMDatabase() as database:
+        DICOMUtils.importDicom(str(input_path), database)
+        for patient in database.patients():
+            for study in database.studiesForPatient(patient):
+                for series in database.seriesForStudy(study):
+                    files = database.filesForSeries(series)
+                    if not files:
+                        continue
+                    tags = {key: database.fileValue(files[0], tag) for key, tag in SERIES_TAGS.items()}
+                    name = slicer_batch.series_case_name(
+                        tags["patient"], tags["number"], tags["description"], series, used
+                    )
+                    reason = slicer_batch.series_skip_reason(tags["modality"], tags["image_type"])
+                    if reason:
+                        print(f"{name}: skipped: {reason}", flush=True)
+                        continue
+                    nodes = [slicer.mrmlScene.GetNodeByID(i) for i in DICOMUtils.loadSeriesByUID([series])]
+                    volumes = [n for n in nodes if n is not None and n.IsA("vtkMRMLScalarVolumeNode")]
+                    dims = volumes[0].GetImageData().GetDimensions() if volumes else ()
+                    reason = slicer_batch.volume_skip_reason(dims) if volumes else "no scalar volume loaded"
+                    if reason:
+                        print(f"{name}: skipped: {reason}", flush=True)
+                        continue
+                    yield name, volumes[0]
+
+
+def cases(input_path: Path) -> Iterator[tuple[str, object]]:
+    """Image files first; a folder without image files is read as DICOM."""
+    if slicer_batch.is_image_file(input_path):
+        yield from file_cases(input_path)
         return
     if not input_path.is_dir():
         raise FileNotFoundError(f"{input_path}: no such file or folder")
-    images = sorted(p for p in input_path.iterdir() if is_image(p))
-    for path in images:
-        yield case_name(path), slicer.util.loadVolume(str(path))
-    if images:
-        return
-    from DICOMLib import DICOMUtils
-
-    with DICOMUtils.TemporaryDICOMDatabase() as database:
-        DICOMUtils.importDicom(str(input_path), database)
-        for patientUID in database.patients():
-            for nodeID in DICOMUtils.loadPatientByUID(patientUID):
-                node = slicer.mrmlScene.GetNodeByID(nodeID)
-                if node is not None and node.IsA("vtkMRMLScalarVolumeNode"):
-                    yield node.GetName().replace(" ", "_").replace(":", "_"), node
+    if any(slicer_batch.is_image_file(p) for p in input_path.iterdir()):
+        yield from file_cases(input_path)
+    else:
+        yield from dicom_cases(input_path)
 
 
 def save_case(result, name: str, out_dir: Path, overwrite: bool) -> list[Path]:
     """Write segmentation, entropy, lesion table and the engine's report files."""
-    import shutil
-
     from LungTumorSegLib import slicer_helpers as helpers
 
     targets = {
@@ -119,8 +162,7 @@ def main(argv: list[str]) -> int:
     settings = helpers.SegmentSettings(
         model=args.model, tta=args.tta, device=args.device, threshold=args.threshold, min_lesion_ml=args.min_lesion_ml
     )
-    failures = 0
-    count = 0
+    failures = count = 0
 
     def progress(event: helpers.ProgressEvent) -> None:
         if event.event == "progress" and event.fraction is not None:
@@ -129,12 +171,14 @@ def main(argv: list[str]) -> int:
             print(f"  {event.data.get('level', event.event)}: {event.message}", flush=True)
 
     try:
-        for name, volumeNode in load_cases(args.input):
+        before = scene_node_ids()
+        for name, volumeNode in cases(args.input):
             count += 1
             print(f"{name}: segmenting", flush=True)
             try:
                 result = logic.run(volumeNode, settings, progressCallback=progress, showIn3D=False)
                 written = save_case(result, name, args.output, args.overwrite)
+                written += logic.saveDicomOutputs(result, args.output, name, args.overwrite)
                 print(f"{name}: {result.summaryText}")
                 for path in written:
                     print(f"  {path}")
@@ -142,12 +186,13 @@ def main(argv: list[str]) -> int:
                 failures += 1
                 logging.debug(traceback.format_exc())
                 print(f"{name}: FAILED: {exc}", file=sys.stderr)
-            slicer.mrmlScene.Clear()
+            remove_nodes_added_since(before)
+        remove_nodes_added_since(before)  # series skipped after loading
     except Exception as exc:  # noqa: BLE001
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if count == 0:
-        print(f"error: no CT images or DICOM series in {args.input}", file=sys.stderr)
+        print(f"error: no CT images or CT series in {args.input}", file=sys.stderr)
         return 2
     print(f"{count - failures}/{count} case(s) segmented")
     return 1 if failures else 0

@@ -11,7 +11,7 @@ from LungTumorSegLib.cli import report_error, run_guarded
 from LungTumorSegLib.progress import MODES
 
 from . import __version__, commands
-from .config import CACHE_MODES, LOSSES, TrainConfig
+from .config import CACHE_MODES, LOSSES, NORMS, TrainConfig
 
 EPILOG = "Research use only. Full guide: docs/training.md (data layouts, run folder, DDP, SLURM, MSD Task06)."
 DEFAULTS = TrainConfig()
@@ -103,6 +103,15 @@ def _add_prepare(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=commands.run_prepare)
 
 
+def _stop_file_argument(group: argparse._ActionsContainer) -> None:
+    group.add_argument(
+        "--stop-file",
+        metavar="FILE",
+        help="stop (resumably, with a checkpoint) after the current step once FILE exists; works on every OS "
+        "(the Slicer module's Stop button)",
+    )
+
+
 def _add_train(sub: argparse._SubParsersAction) -> None:
     d = DEFAULTS
     p = sub.add_parser(
@@ -110,8 +119,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         help="train a model into a run folder",
         description="Train a UNet or SwinUNETR on patches of CT resampled to --spacing. Writes config.json, "
         "split.json, status.json, metrics.csv, TensorBoard events, curves.png, val_overlay.png and "
-        "checkpoints/{last,best}.pt into --output. SIGTERM/Ctrl+C stop after the current step with a checkpoint; "
-        "'resume' continues. Multi-GPU: launch with torchrun (docs/training.md).",
+        "checkpoints/{last,best}.pt into --output. SIGTERM/Ctrl+C or --stop-file stop after the current step "
+        "with a checkpoint; 'resume' continues. Multi-GPU: launch with torchrun (docs/training.md).",
         epilog="Example: lungtumorseg-train train --data Task06_Lung --arch UNet --epochs 300 -o runs/unet-f0",
     )
     _data_argument(p, required=True)
@@ -138,6 +147,11 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         "--swin-checkpointing", action="store_true", default=None, help="gradient checkpointing (less GPU memory)"
     )
     g.add_argument(
+        "--norm",
+        choices=[n for n in NORMS if n],
+        help="normalisation layers (default: instance); batch norm in eval mode does not depend on the window",
+    )
+    g.add_argument(
         "--init-weights",
         metavar="FILE",
         help="start from these weights (fine-tuning): a checkpoint .pt, a run folder, or a bundle member"
@@ -162,6 +176,11 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--batch-size", type=int, help=f"cases per step ({d.batch_size}); patches = cases x samples")
     g.add_argument("--samples-per-case", type=int, help=f"patches drawn per case ({d.samples_per_case})")
     g.add_argument("--pos-ratio", type=float, help=f"fraction of patches centred on tumour ({d.pos_ratio})")
+    g.add_argument(
+        "--negative-min-hu",
+        type=float,
+        help="centre negative patches only on voxels above this HU (-500: tissue, not lung air; default: anywhere)",
+    )
     g.add_argument("--lr", type=float, help=f"peak learning rate, AdamW ({d.lr})")
     g.add_argument("--weight-decay", type=float, help=f"AdamW weight decay ({d.weight_decay})")
     g.add_argument(
@@ -171,10 +190,39 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--loss", choices=LOSSES, help=f"loss ({d.loss}); topk = Dice + hardest-k%% cross-entropy")
     g.add_argument("--topk-percent", type=float, help=f"k for --loss topk ({d.topk_percent})")
     g.add_argument("--no-augment", action="store_true", help="no flips/affine/intensity augmentation")
+    g.add_argument(
+        "--scanner-augment",
+        action="store_true",
+        default=None,
+        help="also vary what differs between scanners: slice thickness 1-5 mm, soft/sharp kernel, noise, contrast",
+    )
+    g = p.add_argument_group("whole-CT context")
+    g.add_argument(
+        "--context-cases",
+        metavar="REGEX",
+        help="regular expression for the names of whole-CT cases (e.g. '_whole$'), for --context-share",
+    )
+    g.add_argument(
+        "--context-share", type=float, help="fraction of the training draws from the context cases (0: as listed)"
+    )
+    g.add_argument(
+        "--paste-prob",
+        type=float,
+        help="probability that a whole-CT patch gets training nodules pasted into its lung (0 = off)",
+    )
+    g.add_argument("--paste-max", type=int, help=f"most lesions pasted into one patch ({d.paste_max})")
+    g.add_argument(
+        "--paste-scale",
+        type=float,
+        nargs=2,
+        metavar=("MIN", "MAX"),
+        help=f"size factor of pasted lesions, log-uniform ({d.paste_scale[0]:g} {d.paste_scale[1]:g})",
+    )
     g = p.add_argument_group("validation and stopping")
     g.add_argument("--val-every", type=int, help=f"validate every N epochs, 0 = never ({d.val_every})")
     g.add_argument("--patience", type=int, help="stop after N epochs without a better validation Dice (0 = off)")
     g.add_argument("--stop-after-epoch", type=int, help="stop (resumably) after this epoch, as the Stop button does")
+    _stop_file_argument(g)
     g = p.add_argument_group("runtime")
     g.add_argument("--device", help="auto (CUDA if present), cpu, cuda (DDP: the local rank's GPU)")
     g.add_argument("--no-amp", action="store_true", help="no mixed precision on CUDA")
@@ -203,6 +251,7 @@ def _add_resume(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--patience", type=int, help="new early-stopping patience (epochs)")
     p.add_argument("--val-every", type=int, help="new validation interval (epochs)")
     p.add_argument("--stop-after-epoch", type=int, help="stop (resumably) after this epoch")
+    _stop_file_argument(p)
     p.add_argument("--device", help="auto, cpu or cuda")
     p.add_argument("--threads", type=int, help="CPU threads for torch")
     p.add_argument("--num-workers", type=int, help="data-loading worker processes")
@@ -217,11 +266,29 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
         description="Segment each case exactly as 'lungtumorseg segment' does (lung crop, TTA, post-processing, "
         "back on the CT grid) and score it: Dice, HD95, NSD, volume and RECIST errors, lesion detection. "
         "MODEL is a run folder (best.pt), a .pt checkpoint, a bundle folder or an installed bundle name.",
-        epilog="Example: lungtumorseg-train evaluate runs/unet-f0 --subset val -o runs/unet-f0/evaluation_val",
+        epilog="Examples: lungtumorseg-train evaluate runs/unet-f0 --subset val -o runs/unet-f0/evaluation_val\n"
+        "          lungtumorseg-train evaluate runs/cv/cv_plan.json --whole-ct -o runs/cv/whole_ct",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("model", metavar="MODEL", help="run folder, checkpoint .pt, bundle folder or bundle name")
+    p.add_argument(
+        "model",
+        metavar="MODEL",
+        help="run folder, checkpoint .pt, bundle folder or bundle name; with --whole-ct also a cross-validation "
+        "plan (cv_plan.json: each fold's model and the whole CTs it did not train on)",
+    )
     _data_argument(p, required=False)
     _split_arguments(p, "val")
+    g = p.add_argument_group("whole CTs")
+    g.add_argument(
+        "--whole-ct",
+        nargs="?",
+        const="../shared/data",
+        metavar="DATA_ROOT",
+        help="score the labelled whole CTs of DATA_ROOT/chest-ct (default ../shared/data) instead of a split: "
+        "detection, lesion Dice, false positives >= 0.1 ml, RECIST long-axis error, FROC curve, pictures",
+    )
+    g.add_argument("--cases", nargs="+", metavar="NAME", help="only these whole-CT folders (default: all labelled)")
+    g.add_argument("--no-pictures", action="store_true", help="no per-case pictures and FROC plot")
     p.add_argument(
         "-o",
         "--output",
@@ -281,6 +348,7 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--overlap", type=float, help="inference sliding-window overlap (training's)")
     p.add_argument("--model-version", default="1.0.0", help="version string in the manifest (1.0.0)")
     p.add_argument("--description", help="description in the manifest")
+    p.add_argument("--licence", help="licence of the weights in the manifest (say so when the data is non-commercial)")
     p.add_argument("--fp32", action="store_true", help="store float32 weights (default: float16, half the size)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing bundle folder")
     p.add_argument("--json", action="store_true", help="print the result as JSON")

@@ -22,6 +22,7 @@ from .datalist import build_msd_layout, load_datalist, validate_cases
 from .ensemble import DEFAULT_THRESHOLDS, predict_members, search_weights
 from .export import OutputSettings, export_bundle, load_members, read_ensemble_file
 from .splits import load_split, make_kfold, make_split, patient_id, select_cases
+from .stopping import StopRequest
 
 # TrainConfig fields set from same-named command-line options (argparse dest names)
 TRAIN_OPTIONS = (
@@ -32,18 +33,26 @@ TRAIN_OPTIONS = (
     "swin_feature_size",
     "swin_depths",
     "swin_checkpointing",
+    "norm",
     "init_weights",
     "patch_size",
     "overlap",
     "batch_size",
     "samples_per_case",
     "pos_ratio",
+    "negative_min_hu",
     "epochs",
     "steps_per_epoch",
     "lr",
     "weight_decay",
     "warmup_epochs",
     "grad_clip",
+    "scanner_augment",
+    "context_cases",
+    "context_share",
+    "paste_prob",
+    "paste_max",
+    "paste_scale",
     "loss",
     "topk_percent",
     "val_every",
@@ -95,7 +104,9 @@ def run_train(args: argparse.Namespace) -> int:
     from .trainer import train
 
     cfg = config_from_args(args)
-    return _finish_training(train(cfg, ProgressReporter(args.progress)), args)
+    with StopRequest(args.stop_file) as stop:
+        result = train(cfg, ProgressReporter(args.progress), stop=stop)
+    return _finish_training(result, args)
 
 
 def run_resume(args: argparse.Namespace) -> int:
@@ -110,7 +121,9 @@ def run_resume(args: argparse.Namespace) -> int:
         value = getattr(args, name, None)
         if value is not None:
             setattr(cfg, name, value)
-    return _finish_training(train(cfg, ProgressReporter(args.progress), resume=True), args)
+    with StopRequest(args.stop_file) as stop:
+        result = train(cfg, ProgressReporter(args.progress), resume=True, stop=stop)
+    return _finish_training(result, args)
 
 
 def _finish_training(result: Any, args: argparse.Namespace) -> int:
@@ -184,6 +197,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.whole_ct:
+        return _evaluate_whole_ct(args, device)
     bundle, networks = load_model(args.model, str(device))
     run_dir = _run_dir_of(args.model)
     run_cfg = TrainConfig.load(run_dir / "config.json") if run_dir else None
@@ -206,6 +221,44 @@ def run_evaluate(args: argparse.Namespace) -> int:
     dice = summary.get("dice") or {}
     line = f"{summary['cases']} case(s), mean Dice {dice.get('mean', float('nan')):.4f}"
     _print_result(args, result, line)
+    return 0
+
+
+def _evaluate_whole_ct(args: argparse.Namespace, device: torch.device) -> int:
+    """``evaluate MODEL --whole-ct``: every labelled whole CT, each with its fold's model when MODEL is a plan."""
+    from .whole_ct import FoldPlan, evaluate_plan, find_whole_ct_cases, read_plan
+
+    data_root = Path(args.whole_ct)
+    if args.model.endswith(".json"):
+        folds = read_plan(Path(args.model))
+        if args.cases:
+            folds = [
+                FoldPlan(f.name, f.model, [c for c in f.cases if c in args.cases], f.weights, f.output) for f in folds
+            ]
+    else:
+        names = [c.name for c in find_whole_ct_cases(data_root, args.cases)]
+        folds = [FoldPlan("all", [args.model], names)]
+    options = SegmentOptions(
+        tta=args.tta,
+        device=str(device),
+        threshold=args.threshold,
+        min_lesion_ml=args.min_lesion_ml,
+        restrict_to_lung=False if args.no_lung_filter else None,
+        crop_to_lung=not args.no_lung_crop,
+    )
+    out_dir = Path(args.output) if args.output else Path("whole_ct_evaluation")
+    quiet = args.json or args.progress == "json"
+    report = evaluate_plan(
+        folds, data_root, out_dir, options, pictures=not args.no_pictures, log=(lambda _: None) if quiet else print
+    )
+    s = report["summary"]
+    line = (
+        f"{s['cases']} whole CT(s): {s['lesions_detected']}/{s['lesions']} lesions found, "
+        f"mean lesion Dice {s['mean_lesion_dice_over_cases']:.3f} "
+        f"(over lesions {s['mean_lesion_dice_over_lesions']:.3f}), "
+        f"{s['false_positives_per_ct']:.2f} false positives per CT -> {out_dir / 'whole_ct.json'}"
+    )
+    _print_result(args, {"summary": s, "outputs": {"json": str(out_dir / "whole_ct.json")}}, line)
     return 0
 
 
@@ -299,6 +352,7 @@ def run_export(args: argparse.Namespace) -> int:
         description=args.description or "",
         command=args.command_line,
         ensemble=ensemble_info,
+        licence=args.licence or "",
     )
     _print_result(
         args,

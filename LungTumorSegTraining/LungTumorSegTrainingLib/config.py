@@ -15,6 +15,7 @@ from LungTumorSegLib.networks import ARCHITECTURES, default_kwargs, size_multipl
 
 LOSSES = ("dicece", "dicefocal", "topk")
 CACHE_MODES = ("memory", "disk", "none")
+NORMS = ("", "instance", "batch")  # "" = the architecture's default (instance)
 CONFIG_VERSION = 1
 
 
@@ -35,6 +36,7 @@ class TrainConfig:
     swin_feature_size: int | None = None
     swin_depths: list[int] | None = None
     swin_checkpointing: bool = False
+    norm: str = ""
     init_weights: str = ""
     spacing_mm: list[float] = field(default_factory=lambda: [1.5, 1.5, 2.0])
     hu_window: list[float] = field(default_factory=lambda: [-1000.0, 400.0])
@@ -43,7 +45,14 @@ class TrainConfig:
     batch_size: int = 2
     samples_per_case: int = 2
     pos_ratio: float = 0.67
+    negative_min_hu: float | None = None
     augment: bool = True
+    scanner_augment: bool = False
+    context_cases: str = ""
+    context_share: float = 0.0
+    paste_prob: float = 0.0
+    paste_max: int = 2
+    paste_scale: list[float] = field(default_factory=lambda: [0.8, 2.0])
     epochs: int = 300
     steps_per_epoch: int = 0
     lr: float = 1e-4
@@ -84,7 +93,11 @@ class TrainConfig:
                 kwargs["strides"] = list(self.unet_strides)
             if self.unet_res_units is not None:
                 kwargs["num_res_units"] = int(self.unet_res_units)
+            if self.norm:
+                kwargs["norm"] = self.norm
         else:
+            if self.norm:
+                kwargs["norm_name"] = self.norm
             if self.swin_feature_size:
                 kwargs["feature_size"] = int(self.swin_feature_size)
             if self.swin_depths:
@@ -121,6 +134,16 @@ class TrainConfig:
             raise InputError(f"--lr must be > 0, got {self.lr}")
         if not 0.0 < self.topk_percent <= 100.0:
             raise InputError(f"--topk-percent must be in (0, 100], got {self.topk_percent}")
+        if self.norm not in NORMS:
+            raise InputError(f"--norm must be one of {', '.join(n for n in NORMS if n)}, got {self.norm!r}")
+        if not 0.0 <= self.context_share < 1.0:
+            raise InputError(f"--context-share must be in [0, 1), got {self.context_share}")
+        if self.context_share and not self.context_cases:
+            raise InputError("--context-share needs --context-cases (a regular expression for whole-CT case names)")
+        if not 0.0 <= self.paste_prob <= 1.0:
+            raise InputError(f"--paste-prob must be in [0, 1], got {self.paste_prob}")
+        if self.paste_max < 1 or len(self.paste_scale) != 2 or not 0 < self.paste_scale[0] <= self.paste_scale[1]:
+            raise InputError("--paste-max must be >= 1 and --paste-scale needs MIN <= MAX, both > 0")
         if not 0.0 <= self.cache_rate <= 1.0:
             raise InputError(f"--cache-rate must be in [0, 1], got {self.cache_rate}")
         if self.val_fraction < 0 or self.test_fraction < 0 or self.val_fraction + self.test_fraction >= 1:

@@ -25,7 +25,7 @@ from .case_files import IMAGE_DIR_NAMES, LABEL_DIR_NAMES, case_id, find_label, i
 
 LOG = logging.getLogger("lungtumorseg.train")
 DATASET_JSON = "dataset.json"
-ALLOWED_LABEL_VALUES = (0, 1)
+ALLOWED_LABEL_VALUES = (0, 1, 2)  # background, tumour, ignore (no loss there; e.g. one reader's outline)
 MSD_LABELS = {"0": "background", "1": "tumour"}
 
 
@@ -167,14 +167,14 @@ def check_geometry(case: dict[str, Any], atol_mm: float = 1e-3) -> None:
 
 
 def check_label_values(label: Any, name: str, allowed: Sequence[int] = ALLOWED_LABEL_VALUES) -> None:
-    """Raise InputError if a label array holds values other than ``allowed`` (binary {0, 1} by default)."""
+    """Raise InputError if a label array holds values other than ``allowed`` ({0, 1, 2} by default: 2 = ignore)."""
     values = np.unique(np.asarray(label))
     unexpected = [v for v in values.tolist() if v not in allowed]
     if unexpected:
         shown = ", ".join(f"{v:g}" for v in values[:10].tolist())
         raise InputError(
             f"{name}: label values {{{shown}}} found, expected only {{{', '.join(str(a) for a in allowed)}}} "
-            "(background 0, tumour 1; merge or remap other labels first)"
+            "(background 0, tumour 1, 2 = ignored by the loss; merge or remap other labels first)"
         )
 
 
@@ -183,7 +183,7 @@ def validate_cases(
     check_values: bool = True,
     progress: Callable[[int, int], None] | None = None,
 ) -> None:
-    """Check every case: files exist, image/label geometry matches, and (optionally) label values are {0, 1}.
+    """Check every case: files exist, image/label geometry matches, and (optionally) label values are {0, 1, 2}.
 
     Raises:
         InputError: the first problem found, naming the case.

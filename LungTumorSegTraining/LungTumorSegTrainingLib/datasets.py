@@ -6,12 +6,14 @@ exactly the batches (and augmentations) the uninterrupted run would have seen.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 from monai.data import CacheDataset, DataLoader, Dataset, PersistentDataset
+from torch.utils.data import Subset
 from torch.utils.data.distributed import DistributedSampler
 
 from LungTumorSegLib.errors import InputError, LungTumorSegError
@@ -33,12 +35,15 @@ def make_dataset(
     """
     try:
         if cfg.cache == "memory":
+            # copy_cache=False: the random transforms never modify a cached item in place (crops, flips and
+            # intensity changes make new tensors), and deep-copying a whole CT for every draw would dominate
             return CacheDataset(
                 list(cases),
                 transform,
                 cache_rate=float(cfg.cache_rate),
                 num_workers=max(1, int(cfg.num_workers)),
                 progress=progress,
+                copy_cache=False,
             )
         if cfg.cache == "disk":
             folder = Path(cfg.cache_dir) if cfg.cache_dir else cache_dir
@@ -47,6 +52,28 @@ def make_dataset(
         return Dataset(list(cases), transform)
     except Exception as exc:
         raise unwrap_transform_error(exc) from exc
+
+
+def is_context_case(name: str, cfg: TrainConfig) -> bool:
+    """True for whole-CT (context) cases: their names match ``cfg.context_cases``."""
+    return bool(cfg.context_cases) and re.search(cfg.context_cases, name) is not None
+
+
+def context_weighted(dataset: Dataset, cases: Sequence[dict[str, Any]], cfg: TrainConfig) -> Dataset:
+    """``dataset`` with context cases repeated so they make up about ``cfg.context_share`` of each pass.
+
+    The repeats are indices into the same (cached) dataset, so nothing is cached twice.
+    """
+    if not cfg.context_share:
+        return dataset
+    context = [i for i, case in enumerate(cases) if is_context_case(case["case"], cfg)]
+    others = len(cases) - len(context)
+    if not context:
+        raise InputError(f"--context-cases {cfg.context_cases!r} matches no training case")
+    repeats = max(1, round(cfg.context_share * max(others, 1) / ((1.0 - cfg.context_share) * len(context))))
+    is_context = set(context)
+    indices = [i for i in range(len(cases)) if i not in is_context] + [i for i in context for _ in range(repeats)]
+    return Subset(dataset, sorted(indices))
 
 
 def epoch_seed(seed: int, epoch: int, repeat: int = 0, rank: int = 0) -> int:

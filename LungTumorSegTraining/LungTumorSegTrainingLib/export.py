@@ -7,7 +7,9 @@ the ensemble weights and threshold, validation metrics, the data, split and comm
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -107,8 +109,12 @@ def build_manifest(
     description: str = "",
     command: str = "",
     ensemble: dict[str, Any] | None = None,
+    licence: str = "",
 ) -> dict[str, Any]:
-    """The bundle manifest (every field but ``members`` and ``format_version``, which write_bundle adds)."""
+    """The bundle manifest (every field but ``members`` and ``format_version``, which write_bundle adds).
+
+    Paths in the ``training`` section are made relative to the current folder (``portable``).
+    """
     first = members[0].config
     patch = [int(s) for s in (settings.patch_size or first.patch_size)]
     for member in members:
@@ -133,16 +139,20 @@ def build_manifest(
         "version": version,
         "task": "lung tumour segmentation (binary)",
         "description": description or f"{' + '.join(m.config.arch for m in members)} trained with lungtumorseg-train",
-        "licence": "see the training data's licence",
-        "training": {
-            "data": dataset_description(first.data),
-            "members": [_member_training(m) for m in members],
-            "ensemble": ensemble,
-            "command": first.command,
-            "export_command": command,
-            "exported": utc_now(),
-            "software": {"lungtumorseg-train": __version__, "monai": monai.__version__, "torch": torch.__version__},
-        },
+        "licence": licence or "see the training data's licence",
+        "training": portable(
+            {
+                "data": dataset_description(first.data),
+                "members": [_member_training(m) for m in members],
+                "paths_relative_to": "the folder the bundle was exported from (the repository for the bundled model)",
+                "ensemble": ensemble,
+                "command": first.command,
+                "export_command": command,
+                "exported": utc_now(),
+                "software": {"lungtumorseg-train": __version__, "monai": monai.__version__, "torch": torch.__version__},
+            },
+            Path.cwd(),
+        ),
         "metrics": metrics,
         "input": {
             "spacing_mm": [float(s) for s in first.spacing_mm],
@@ -174,6 +184,7 @@ def export_bundle(
     description: str = "",
     command: str = "",
     ensemble: dict[str, Any] | None = None,
+    licence: str = "",
 ) -> Path:
     """Write the bundle (default: ``user_models_dir()/name``, where ``lungtumorseg segment`` finds it).
 
@@ -181,7 +192,7 @@ def export_bundle(
         The bundle folder.
     """
     settings = settings or OutputSettings()
-    manifest = build_manifest(members, name, settings, version, description, command, ensemble)
+    manifest = build_manifest(members, name, settings, version, description, command, ensemble, licence)
     weights = [
         MemberWeights(
             m.name, m.config.arch, m.config.network_kwargs(), m.payload["model"], m.weight, member_patch_size(m)
@@ -265,15 +276,36 @@ def _member_training(member: Member) -> dict[str, Any]:
     run_dir = member.run_dir
     if run_dir is not None and (run_dir / "split.json").is_file():
         split = load_split(run_dir / "split.json")
+        train = split.subset("train", cfg.fold)
         info["split"] = {
             "method": split.method,
             "seed": split.seed,
             "fold": cfg.fold,
-            "train": split.subset("train", cfg.fold),
+            "sha256": hashlib.sha256((run_dir / "split.json").read_bytes()).hexdigest(),
+            "train_cases": len(train),
+            "train_patients": len({split.patients.get(c, c) for c in train}),
             "val": split.subset("val", cfg.fold),
             "test": split.subset("test"),
         }
+        if cfg.context_cases:
+            info["split"]["train_context_cases"] = [c for c in train if re.search(cfg.context_cases, c)]
     return info
+
+
+def portable(value: Any, base: Path) -> Any:
+    """``value`` with every absolute path (alone or as a word of a command line) made relative to ``base``.
+
+    A bundle manifest must not carry the build machine's file system: paths become relative to the folder
+    the bundle was exported from (the repository, for the bundled model), e.g. ``../shared/data/...``.
+    """
+    if isinstance(value, dict):
+        return {key: portable(item, base) for key, item in value.items()}
+    if isinstance(value, list):
+        return [portable(item, base) for item in value]
+    if isinstance(value, str) and os.sep in value:
+        words = value.split(" ")
+        return " ".join(os.path.relpath(w, base) if os.path.isabs(w) else w for w in words)
+    return value
 
 
 def _unique(name: str, used: set[str]) -> str:

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from .case_files import IMAGE_DIR_NAMES, LABEL_DIR_NAMES, case_id, find_label, is_image
+from .stopping import STOP_FILE_NAME
 
 ENGINE_MODULE = "LungTumorSegTrainingLib"
 ARCHITECTURES = ("UNet", "SwinUNETR")
@@ -149,6 +150,17 @@ def engine_prefix(python: str, gpus: int = 1) -> list[str]:
     return [python, "-m", ENGINE_MODULE]
 
 
+def stop_file(run_dir: Path | str) -> Path:
+    """The file the GUI writes to stop a run cleanly (the engine's ``--stop-file``), inside the run folder."""
+    return Path(run_dir) / STOP_FILE_NAME
+
+
+def stop_file_of(command: Sequence[str]) -> Path | None:
+    """The ``--stop-file`` of an engine command line, None for commands without one (export, ensemble)."""
+    args = list(command)
+    return Path(args[args.index("--stop-file") + 1]) if "--stop-file" in args[:-1] else None
+
+
 def train_command(settings: TrainSettings, arch: str, run_dir: Path | str, python: str = sys.executable) -> list[str]:
     """The ``train`` command line of one architecture (``--progress json`` so the GUI can follow it)."""
     s = settings
@@ -160,7 +172,7 @@ def train_command(settings: TrainSettings, arch: str, run_dir: Path | str, pytho
         args += ["--steps-per-epoch", str(s.steps_per_epoch)]
     if s.max_cases > 0:
         args += ["--max-cases", str(s.max_cases)]
-    return args + list(s.extra_args) + ["--progress", "json"]
+    return args + list(s.extra_args) + ["--stop-file", str(stop_file(run_dir)), "--progress", "json"]
 
 
 def training_commands(settings: TrainSettings, python: str = sys.executable) -> list[list[str]]:
@@ -170,7 +182,8 @@ def training_commands(settings: TrainSettings, python: str = sys.executable) -> 
 
 def resume_command(run_dir: Path | str, python: str = sys.executable, gpus: int = 1) -> list[str]:
     """Continue a stopped or crashed run from its ``checkpoints/last.pt``."""
-    return engine_prefix(python, gpus) + ["resume", str(run_dir), "--progress", "json"]
+    args = engine_prefix(python, gpus) + ["resume", str(run_dir), "--stop-file", str(stop_file(run_dir))]
+    return args + ["--progress", "json"]
 
 
 def export_command(

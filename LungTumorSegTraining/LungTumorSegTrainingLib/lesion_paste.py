@@ -65,27 +65,44 @@ def is_calcified(lesion: Lesion) -> bool:
     return bool(np.percentile(lesion.hu[lesion.mask], 90) > BONE_HU)
 
 
-def paste(ct: np.ndarray, label: np.ndarray, lesion: Lesion, centre: np.ndarray) -> bool:
+def lesion_box(lesion: Lesion, centre: np.ndarray, shape: tuple[int, ...]) -> tuple[slice, slice, slice] | None:
+    """Where ``lesion`` lands when centred at voxel ``centre``; None when it does not fit in ``shape``."""
+    coords = np.argwhere(lesion.mask)
+    middle = (coords.min(axis=0) + coords.max(axis=0)) // 2
+    start = np.asarray(centre) - middle
+    stop = start + np.array(lesion.mask.shape)
+    if np.any(start < 0) or np.any(stop > np.array(shape)):
+        return None
+    return tuple(slice(int(a), int(b)) for a, b in zip(start, stop))  # type: ignore[return-value]
+
+
+def paste(
+    ct: np.ndarray,
+    label: np.ndarray,
+    lesion: Lesion,
+    centre: np.ndarray,
+    lung_level: float = LUNG_HU,
+    bone_level: float = BONE_HU,
+    min_lung_fraction: float = 0.5,
+) -> bool:
     """Paste ``lesion`` centred at voxel ``centre`` into ``ct`` and ``label`` (in place).
 
     Inside the mask the CT takes the brighter of lesion and tissue, so the lesion merges with the
     mediastinum as a real central tumour does; a soft rim just outside the mask avoids a cut-out edge.
     Returns False (nothing changed) when the lesion does not fit inside the volume, or when it
-    would not lie mostly in lung (under half its voxels) or would overlap bone.
+    would not lie mostly in lung (under ``min_lung_fraction`` of its voxels) or would overlap bone.
+    ``lung_level`` and ``bone_level`` are in the image's units (HU by default; window-scaled images
+    pass the scaled levels).
     """
-    coords = np.argwhere(lesion.mask)
-    middle = (coords.min(axis=0) + coords.max(axis=0)) // 2
-    start = np.asarray(centre) - middle
-    stop = start + np.array(lesion.mask.shape)
-    if np.any(start < 0) or np.any(stop > np.array(ct.shape)):
+    box = lesion_box(lesion, centre, ct.shape)
+    if box is None:
         return False
-    box = tuple(slice(int(a), int(b)) for a, b in zip(start, stop))
     under = ct[box][lesion.mask]
-    if np.mean(under < LUNG_HU) < 0.5 or np.mean(under > BONE_HU) > 0.01:
+    if np.mean(under < lung_level) < min_lung_fraction or np.mean(under > bone_level) > 0.01:
         return False
     weight = np.maximum(lesion.mask, ndimage.gaussian_filter(lesion.mask.astype(np.float32), 0.7))
     region = ct[box].astype(np.float32)
     blended = weight * np.maximum(lesion.hu, region) + (1 - weight) * region
-    ct[box] = np.round(blended).astype(ct.dtype)
+    ct[box] = (np.round(blended) if np.issubdtype(ct.dtype, np.integer) else blended).astype(ct.dtype)
     label[box] |= lesion.mask
     return True

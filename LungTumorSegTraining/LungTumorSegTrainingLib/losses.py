@@ -48,6 +48,26 @@ class TopKDiceLoss(nn.Module):
         return self.dice(logits, target) + self.topk(logits, target)
 
 
+IGNORED_LOGIT = 20.0
+
+
+def mask_ignored(logits: torch.Tensor, ignore: torch.Tensor | None) -> torch.Tensor:
+    """Logits with ignored voxels set to a confident background answer (no loss, no gradient there).
+
+    The labels are 0 in ignored voxels (``SplitIgnored``), so every loss sees a perfect prediction there:
+    cross-entropy ~0 and nothing in Dice's overlap or sums, whatever the loss.
+
+    Args:
+        logits: (B, 2, ...) softmax logits.
+        ignore: (B, 1, ...) mask, 1 where the voxel is ignored; None leaves the logits as they are.
+    """
+    if ignore is None or not bool(ignore.any()):
+        return logits
+    answer = torch.tensor([IGNORED_LOGIT, -IGNORED_LOGIT], dtype=logits.dtype, device=logits.device)
+    answer = answer.view(1, 2, *([1] * (logits.ndim - 2)))
+    return torch.where(ignore > 0.5, answer, logits)
+
+
 def build_loss(name: str, topk_percent: float = 10.0) -> nn.Module:
     """The loss named on the command line: ``dicece``, ``dicefocal`` or ``topk``.
 

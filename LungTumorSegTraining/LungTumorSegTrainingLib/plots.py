@@ -81,6 +81,96 @@ def save_overlay(
     return _save(figure, path)
 
 
+def save_lesion_panels(
+    ct: Any, reference: Any, result: Any, path: Path, row: dict[str, Any], max_panels: int = 4
+) -> Path:
+    """One axial panel per reference lesion (its largest slice) and for the largest false positive.
+
+    CT in the lung window, the reference outline in red, the predicted lesions in green and the tumour
+    probability (>= 0.1) as a heat map; each panel is a 100 mm square around the lesion.
+
+    Args:
+        ct: the CT Volume (HU); ``reference``: a whole_ct.Reference; ``result``: the SegmentationResult.
+        path: PNG to write.
+        row: the case's scores (``whole_ct.score_case``), for the titles.
+    """
+    from scipy import ndimage
+
+    from LungTumorSegLib.measurements import axial_voxel_axis
+    from LungTumorSegLib.overlay import radiological_slice
+
+    labels, count = ndimage.label(reference.tumour, structure=np.ones((3, 3, 3), bool))
+    targets = [(f"lesion {i}: Dice {row['lesions'][i - 1]['dice']:.2f}", labels == i) for i in range(1, count + 1)]
+    pred = result.label.array > 0
+    fp_labels, fp_count = ndimage.label(
+        pred & ~ndimage.binary_dilation(reference.tumour | reference.ignore | reference.other_tumour, iterations=1),
+        structure=np.ones((3, 3, 3), bool),
+    )
+    if fp_count:
+        sizes = np.bincount(fp_labels.ravel())[1:]
+        targets.append(
+            (
+                f"largest false positive ({sizes.max() * reference.voxel_ml:.2f} ml)",
+                fp_labels == int(np.argmax(sizes)) + 1,
+            )
+        )
+    targets = targets[:max_panels]
+    figure, axes = plt.subplots(1, len(targets), figsize=(4.2 * len(targets), 4.6), dpi=100, squeeze=False)
+    volume = result.label
+    axial = axial_voxel_axis(volume.affine)
+    for axis, (title, mask) in zip(axes[0], targets):
+        counts = mask.sum(axis=tuple(a for a in range(3) if a != axial))
+        index = int(np.argmax(counts))
+        views = [
+            radiological_slice(v, index)
+            for v in (ct, volume.with_array(reference.tumour.astype(np.uint8)), volume, result.probability)
+        ]
+        extent = views[0].extent
+        axis.imshow(views[0].image, cmap="gray", vmin=-1350, vmax=150, extent=extent)
+        axis.imshow(np.ma.masked_less(views[3].image, 0.1), cmap="inferno", vmin=0, vmax=1, alpha=0.45, extent=extent)
+        for image, colour in ((views[1].image, "red"), (views[2].image, "lime")):
+            if (image > 0).any():
+                axis.contour(image > 0, levels=[0.5], colors=colour, extent=extent, origin="upper", linewidths=1.2)
+        centre = views[0].to_display(volume.voxel_to_ras(np.argwhere(mask).mean(axis=0)))[0]
+        axis.set_xlim(centre[0] - 50, centre[0] + 50)
+        axis.set_ylim(centre[1] + 50, centre[1] - 50)
+        axis.set_title(title, fontsize=9)
+        axis.axis("off")
+    figure.suptitle(
+        f"{row['case']} ({row.get('fold', '')}): {row['detected']}/{row['reference_lesions']} found, "
+        f"{row['false_positives']} FP; reference red, prediction green, p >= 0.1 heat",
+        fontsize=9,
+    )
+    figure.tight_layout()
+    return _save(figure, path)
+
+
+def save_froc(points: list[dict[str, float]], path: Path, title: str = "") -> Path:
+    """Lesion sensitivity against false positives per CT over the probability threshold."""
+    figure, axis = plt.subplots(figsize=(5, 4), dpi=100)
+    fps = [p["false_positives_per_ct"] for p in points]
+    sens = [p["sensitivity"] for p in points]
+    axis.plot(fps, sens, marker="o", color="tab:blue")
+    for p in points:
+        axis.annotate(
+            f"{p['threshold']:g}",
+            (p["false_positives_per_ct"], p["sensitivity"]),
+            fontsize=7,
+            textcoords="offset points",
+            xytext=(4, -8),
+        )
+    axis.set(
+        xlabel="false positives (>= 0.1 ml) per CT",
+        ylabel="lesion sensitivity",
+        ylim=(0, 1.05),
+        title=f"FROC over the threshold{': ' + title if title else ''}",
+    )
+    axis.set_xlim(left=0)
+    axis.grid(alpha=0.3)
+    figure.tight_layout()
+    return _save(figure, path)
+
+
 def _save(figure: Any, path: Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

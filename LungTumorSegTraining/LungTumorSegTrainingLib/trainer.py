@@ -31,9 +31,17 @@ from LungTumorSegLib.progress import ProgressReporter
 from . import ddp
 from .checkpoints import capture_rng, load_checkpoint, load_initial_weights, restore_rng, save_checkpoint
 from .config import TrainConfig
+from .context_transforms import LesionLibrary
 from .datalist import load_datalist, validate_cases
-from .datasets import batches_per_pass, make_dataset, train_loader, unwrap_transform_error
-from .losses import build_loss
+from .datasets import (
+    batches_per_pass,
+    context_weighted,
+    is_context_case,
+    make_dataset,
+    train_loader,
+    unwrap_transform_error,
+)
+from .losses import build_loss, mask_ignored
 from .plots import save_curves, save_overlay
 from .prediction import predict_cases
 from .run_folder import RunFolder
@@ -207,9 +215,11 @@ class _Run:
         cfg, ctx = self.cfg, self.ctx
         self.reporter.update("prepare", 0.0, f"caching {len(train_cases)} training and {len(val_cases)} val cases")
         progress_bar = ctx.is_main and self.reporter.mode == "tqdm"
+        library = self._lesion_library(train_cases) if cfg.paste_prob > 0 else None
         train_ds = make_dataset(
-            train_cases, training_transforms(cfg), cfg, self.folder.cache_dir / "train", progress=progress_bar
+            train_cases, training_transforms(cfg, library), cfg, self.folder.cache_dir / "train", progress=progress_bar
         )
+        train_ds = context_weighted(train_ds, train_cases, cfg)
         my_val = val_cases[ctx.rank :: ctx.world_size]
         val_ds = make_dataset(my_val, validation_transforms(cfg), cfg, self.folder.cache_dir / "val") if my_val else []
         do_validate = bool(val_cases) and cfg.val_every > 0
@@ -219,8 +229,10 @@ class _Run:
             load_initial_weights(network, Path(cfg.init_weights))
             LOG.info("starting from the weights in %s", cfg.init_weights)
         network = network.to(self.device)
+        if self.device.type == "cpu":  # oneDNN's 3D convolutions train ~1.5-3x faster on channels-last tensors
+            network = network.to(memory_format=torch.channels_last_3d)
         optimizer = torch.optim.AdamW(network.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-        steps = int(cfg.steps_per_epoch) or batches_per_pass(len(train_cases), cfg.batch_size, ctx.world_size)
+        steps = int(cfg.steps_per_epoch) or batches_per_pass(len(train_ds), cfg.batch_size, ctx.world_size)
         total = steps * int(cfg.epochs)
         warmup = min(int(cfg.warmup_epochs) * steps, max(total - 1, 0))
         scheduler = WarmupCosineSchedule(optimizer, warmup, total, warmup_multiplier=WARMUP_START)
@@ -317,7 +329,8 @@ class _Run:
                 continue
             image = batch["image"].to(self.device, non_blocking=True)
             label = batch["label"].to(self.device, non_blocking=True)
-            value = training_step(model, image, label, optimizer, scaler, loss_fn, cfg.grad_clip, self.amp)
+            ignore = batch["ignore"].to(self.device, non_blocking=True) if "ignore" in batch else None
+            value = training_step(model, image, label, optimizer, scaler, loss_fn, cfg.grad_clip, self.amp, ignore)
             scheduler.step()
             if not math.isfinite(value):
                 raise LungTumorSegError(
@@ -350,6 +363,15 @@ class _Run:
                 if produced >= steps:
                     return
             repeat += 1
+
+    def _lesion_library(self, train_cases: list[dict[str, Any]]) -> LesionLibrary:
+        """The training crops' lesions on the model grid, for pasting into whole CTs (never the val/test cases)."""
+        crops = [c for c in train_cases if not is_context_case(c["case"], self.cfg)]
+        chain = validation_transforms(self.cfg)
+        self.reporter.update("prepare", 0.0, f"cutting the lesions of {len(crops)} training crops for pasting")
+        library = LesionLibrary.from_items((chain(c) for c in crops), self.cfg.spacing_mm, self.cfg.hu_window)
+        LOG.info("lesion library: %d lesions from %d training crops", len(library), len(crops))
+        return library
 
     # ----------------------------------------------------------------- validation
     def _validate(self, network, val_ds) -> float:
@@ -479,15 +501,20 @@ def training_step(
     loss_fn: torch.nn.Module,
     grad_clip: float,
     amp: bool,
+    ignore: torch.Tensor | None = None,
 ) -> float:
     """One optimisation step: forward (autocast when ``amp``), backward, gradient clipping, optimizer step.
+
+    Voxels where ``ignore`` is set take no part in the loss (``losses.mask_ignored``).
 
     Returns:
         The loss value before the step.
     """
     optimizer.zero_grad(set_to_none=True)
+    if image.device.type == "cpu" and image.ndim == 5:
+        image = image.contiguous(memory_format=torch.channels_last_3d)
     with torch.autocast(device_type=image.device.type, enabled=amp):
-        loss = loss_fn(model(image), label)
+        loss = loss_fn(mask_ignored(model(image), ignore), label)
     scaler.scale(loss).backward()
     if grad_clip > 0:
         scaler.unscale_(optimizer)
