@@ -11,6 +11,7 @@ import pytest
 import SimpleITK as sitk
 from conftest import DEMO_CT, DEMO_GTV, DEMO_NODULE, DEMO_NODULE_MASK, make_pointwise_bundle, shared, synthetic_chest
 from followup_pairs import LIDC_0003, downsampled_case, eroded_in_plane, moved, rigid_move
+from matplotlib.image import imread
 
 from LungTumorSegLib.cli import main
 from LungTumorSegLib.image_io import load_volume, save_volume
@@ -67,6 +68,12 @@ def test_compare_writes_the_tables_pictures_and_joined_report(tmp_path, pr_pair,
     assert rows[0]["target"] == "1" and rows[2]["target"] == ""
     for name in ("comparison_target_1.png", "comparison_target_2.png", "baseline_overlay.png", "followup_overlay.png"):
         assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+    picture = imread(tmp_path / "comparison_target_1.png")[..., :3]
+    for half in np.array_split(picture, 2, axis=1):  # baseline left, follow-up right: both with RECIST lines
+        r, g, b = half[..., 0], half[..., 1], half[..., 2]
+        long_axis = (r > 0.85) & (g < 0.4) & (b < 0.4)  # overlay.LONG_AXIS_COLOR
+        short_axis = (b > 0.85) & (r < 0.4) & (g > 0.6) & (g < 0.9)  # overlay.SHORT_AXIS_COLOR
+        assert long_axis.sum() > 20 and short_axis.sum() > 10, (long_axis.sum(), short_axis.sum())
     report = (tmp_path / "comparison_report.html").read_text()
     assert "<h2>Baseline scan</h2>" in report and "<h2>Follow-up scan</h2>" in report
     assert html.escape(data["response"]["rule"]) in report
