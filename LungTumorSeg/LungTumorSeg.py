@@ -38,6 +38,7 @@ from slicer.util import VTKObservationMixin
 
 from LungTumorSegLib import dependencies as deps
 from LungTumorSegLib import sample_data
+from LungTumorSegLib import slicer_compare_helpers as compare_helpers
 from LungTumorSegLib import slicer_helpers as helpers
 from LungTumorSegLib.model_names import user_models_dir
 from LungTumorSegLib.process import EngineProcess, python_executable
@@ -226,11 +227,14 @@ class LungTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.saveReportButton.enabled = False
         self.ui.progressBar.setValue(0)
         self.initializeParameterNode()
+        self.setupCompareSection()
 
     def cleanup(self) -> None:
         self.removeObservers()
         if self.logic:
             self.logic.shutdown()
+        if getattr(self, "compareLogic", None):
+            self.compareLogic.shutdown()
 
     def enter(self) -> None:
         self.initializeParameterNode()
@@ -512,6 +516,122 @@ class LungTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.log(_("Queued: it runs when the current segmentation ends."))
             return
         self.onApplyButton(pointRas=point)
+
+    # ---------------------------------------------------------------- compare with baseline
+
+    def setupCompareSection(self) -> None:
+        """The "Compare with baseline" section: its own .ui, run by LungTumorSegCompareLogic."""
+        sectionWidget = slicer.util.loadUI(self.resourcePath("UI/LungTumorSegCompare.ui"))
+        self.layout.addWidget(sectionWidget)
+        self.compareUi = slicer.util.childWidgetVariables(sectionWidget)
+        sectionWidget.setMRMLScene(slicer.mrmlScene)
+        ui = self.compareUi
+        for selector in (
+            ui.baselineVolumeSelector,
+            ui.baselineSegmentationSelector,
+            ui.followupVolumeSelector,
+            ui.followupSegmentationSelector,
+            ui.compareTableView,
+        ):
+            selector.setMRMLScene(slicer.mrmlScene)
+        for text, value in compare_helpers.REGISTRATION_CHOICES:
+            ui.registrationComboBox.addItem(_(text), value)
+        self.compareLogic = LungTumorSegCompareLogic()
+        self._comparison: LungTumorSegComparison | None = None
+        ui.compareButton.connect("clicked(bool)", self.onCompareButton)
+        ui.compareCancelButton.connect("clicked(bool)", self.onCompareCancel)
+        ui.compareTableView.connect("clicked(QModelIndex)", self.onCompareTableRowClicked)
+        ui.openCompareReportButton.connect("clicked(bool)", self.onOpenCompareReport)
+        for selector in (ui.baselineVolumeSelector, ui.followupVolumeSelector):
+            selector.connect("currentNodeChanged(vtkMRMLNode*)", self.updateCompareState)
+        self.updateCompareState()
+
+    def updateCompareState(self, *args) -> None:
+        ui = self.compareUi
+        running = self.compareLogic.isRunning()
+        baseline, followup = ui.baselineVolumeSelector.currentNode(), ui.followupVolumeSelector.currentNode()
+        ready = bool(baseline and followup and baseline != followup)
+        ui.compareButton.enabled = ready and not running
+        ui.compareButton.toolTip = (
+            _("Align, match the lesions and assess the RECIST 1.1 response")
+            if ready
+            else _("Pick two different CT volumes")
+        )
+        ui.compareCancelButton.enabled = running
+
+    def compareSettings(self) -> compare_helpers.CompareSettings:
+        """The alignment chosen here; model, device and TTA as chosen for segmentation above."""
+        return compare_helpers.CompareSettings(
+            registration=str(self.compareUi.registrationComboBox.currentData or "rigid"),
+            model=str(self.ui.modelComboBox.currentData or ""),
+            device=str(self.ui.deviceComboBox.currentData or "auto"),
+            tta=self.ui.ttaComboBox.currentData,
+        )
+
+    def onCompareButton(self, *args) -> None:
+        ui = self.compareUi
+        baselineSegmentation = ui.baselineSegmentationSelector.currentNode()
+        followupSegmentation = ui.followupSegmentationSelector.currentNode()
+        needsModel = baselineSegmentation is None or followupSegmentation is None
+        if needsModel and not self.logic.ensureDependencies(askConfirmation=True):
+            return
+        ui.compareProgressBar.setValue(0)
+        ui.compareStatusLabel.text = _("Starting…")
+        ui.compareSummaryLabel.text = ""
+        try:
+            self.compareLogic.runAsync(
+                ui.baselineVolumeSelector.currentNode(),
+                ui.followupVolumeSelector.currentNode(),
+                self.compareSettings(),
+                baselineSegmentation,
+                followupSegmentation,
+                progressCallback=self.onCompareProgress,
+                finishedCallback=self.onCompareFinished,
+            )
+        except Exception as exc:  # noqa: BLE001 - shown to the user
+            slicer.util.errorDisplay(_("Could not start the comparison: ") + str(exc))
+        self.updateCompareState()
+
+    def onCompareCancel(self) -> None:
+        self.compareLogic.cancel()
+        self.compareUi.compareStatusLabel.text = _("Cancelled: the scene was not changed.")
+        self.updateCompareState()
+
+    def onCompareProgress(self, event: helpers.ProgressEvent) -> None:
+        if event.event == "progress":
+            if event.fraction is not None:
+                self.compareUi.compareProgressBar.setValue(int(round(100 * event.fraction)))
+            self.compareUi.compareStatusLabel.text = f"{event.step_label}: {event.message}".rstrip(": ")
+        elif event.event in ("log", "error"):
+            self.log(f"[compare {event.data.get('level', event.event)}] {event.message}")
+
+    def onCompareFinished(self, result: LungTumorSegComparison | None, error: str | None) -> None:
+        ui = self.compareUi
+        self.updateCompareState()
+        if error:
+            ui.compareStatusLabel.text = _("Failed: ") + error.splitlines()[0]
+            self.log(error)
+            slicer.util.errorDisplay(_("Comparison failed: ") + error)
+            return
+        if result is None:
+            ui.compareStatusLabel.text = _("Cancelled: the scene was not changed.")
+            return
+        self._comparison = result
+        ui.compareProgressBar.setValue(100)
+        ui.compareStatusLabel.text = _("Done: the follow-up is aligned to the baseline (views linked)")
+        ui.compareSummaryLabel.text = result.summaryText
+        ui.compareTableView.setMRMLTableNode(result.tableNode)
+        ui.openCompareReportButton.enabled = bool(result.outputs.get("report"))
+
+    def onCompareTableRowClicked(self, index) -> None:
+        if self._comparison and 0 <= index.row() < len(self._comparison.rows):
+            location = self._comparison.rows[index.row()].get("location_ras")
+            if location:
+                LungTumorSegLogic.jumpToLocation(location)
+
+    def onOpenCompareReport(self) -> None:
+        if self._comparison and self._comparison.outputs.get("report"):
+            qt.QDesktopServices.openUrl(qt.QUrl.fromLocalFile(self._comparison.outputs["report"]))
 
 
 # ------------------------------------------------------------------------------------------ logic
@@ -1076,6 +1196,301 @@ class LungTumorSegLogic(ScriptedLoadableModuleLogic, VTKObservationMixin):
         return written
 
 
+# ------------------------------------------------------------------------------------------ compare logic
+
+
+@dataclass
+class LungTumorSegComparison:
+    """The nodes and data of one comparison (``comparison.json`` as ``data``)."""
+
+    data: dict
+    summaryText: str
+    tableNode: Any
+    rows: list
+    transformNode: Any
+    segmentationNodes: dict
+    outputDir: str
+    outputs: dict
+
+
+class LungTumorSegCompareLogic(ScriptedLoadableModuleLogic, VTKObservationMixin):
+    """Runs ``lungtumorseg compare`` in a separate process; shows both scans side by side, linked and aligned.
+
+    The engine runs as segmentation does (LungTumorSegLib.process.EngineProcess: own session, tree kill on
+    Cancel, scene close or module reload); nothing is added to the scene before the run succeeded.
+    Usable without the GUI: ``LungTumorSegCompareLogic().run(baseline, followup, CompareSettings())``.
+    """
+
+    def __init__(self) -> None:
+        ScriptedLoadableModuleLogic.__init__(self)
+        VTKObservationMixin.__init__(self)
+        self._engine: EngineProcess | None = None
+        self._timer = None
+        self._cancelled = False
+        self._job: dict[str, Any] = {}
+
+    @staticmethod
+    def exportLabel(segmentationNode, referenceVolume, path: Path) -> Path:
+        """The tumour segments (compare_helpers.tumor_segment_ids) as one label on the volume's grid."""
+        import numpy as np
+
+        from LungTumorSegLib.image_io import save_volume
+
+        segmentation = segmentationNode.GetSegmentation()
+        segments = [
+            (segmentation.GetNthSegmentID(n), segmentation.GetNthSegment(n).GetName())
+            for n in range(segmentation.GetNumberOfSegments())
+        ]
+        label = None
+        for segmentId in compare_helpers.tumor_segment_ids(segments):
+            mask = slicer.util.arrayFromSegmentBinaryLabelmap(segmentationNode, segmentId, referenceVolume) > 0
+            label = mask if label is None else label | mask
+        if label is None:
+            raise ValueError(_("the segmentation '{0}' has no segment").format(segmentationNode.GetName()))
+        matrix = vtk.vtkMatrix4x4()
+        referenceVolume.GetIJKToRASMatrix(matrix)
+        volume = helpers.volume_from_kji(label.astype(np.uint8), slicer.util.arrayFromVTKMatrix(matrix))
+        return save_volume(volume, path, overwrite=True)
+
+    def prepareJob(
+        self, baselineVolume, followupVolume, settings, baselineSegmentation=None, followupSegmentation=None
+    ) -> dict[str, Any]:
+        """Temporary folder, exported CTs and labels, and the engine command line."""
+        from LungTumorSegLib.image_io import save_volume
+
+        for node in (baselineVolume, followupVolume):
+            if node is None or node.GetImageData() is None:
+                raise ValueError(_("pick a baseline and a follow-up CT volume"))
+        if baselineVolume == followupVolume:
+            raise ValueError(_("the baseline and the follow-up are the same volume"))
+        workDir = Path(tempfile.mkdtemp(prefix="LungTumorSegCompare-", dir=slicer.app.temporaryPath))
+        paths = {}
+        for name, volume, segmentation in (
+            ("baseline", baselineVolume, baselineSegmentation),
+            ("followup", followupVolume, followupSegmentation),
+        ):
+            paths[name] = save_volume(LungTumorSegLogic.volumeFromNode(volume), workDir / f"{name}.nrrd")
+            if segmentation is not None:
+                paths[f"{name}_label"] = self.exportLabel(segmentation, volume, workDir / f"{name}_label.nrrd")
+        outputDir = workDir / "out"
+        command = compare_helpers.build_compare_command(
+            LungTumorSegLogic.pythonExecutable(),
+            paths["baseline"],
+            paths["followup"],
+            outputDir,
+            settings,
+            paths.get("baseline_label"),
+            paths.get("followup_label"),
+        )
+        logging.info("LungTumorSeg compare: " + " ".join(command))
+        return {
+            "workDir": workDir,
+            "outputDir": outputDir,
+            "command": command,
+            "nodes": (baselineVolume, followupVolume, baselineSegmentation, followupSegmentation),
+        }
+
+    def isRunning(self) -> bool:
+        return self._engine is not None
+
+    def _start(self, baselineVolume, followupVolume, settings, baselineSegmentation, followupSegmentation, **options):
+        """Export the inputs and start the engine; a scene close from now on cancels the run."""
+        if self.isRunning():
+            raise RuntimeError(_("a comparison is already running"))
+        self._cancelled = False
+        job = self.prepareJob(baselineVolume, followupVolume, settings, baselineSegmentation, followupSegmentation)
+        job.update(options, run=compare_helpers.EngineRun(exit_code=-1))
+        engine = EngineProcess(job["command"], env=helpers.engine_environment(), cwd=MODULE_DIR)
+        try:
+            engine.start()
+        except OSError as exc:
+            shutil.rmtree(job["workDir"], ignore_errors=True)
+            raise RuntimeError(_("could not start {0}: {1}").format(job["command"][0], exc)) from exc
+        self._job, self._engine = job, engine
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self._onSceneStartClose)
+
+    def _readEngine(self) -> None:
+        compare_helpers.read_events(self._engine, self._job["run"], self._job.get("progressCallback"))
+
+    def _finish(self) -> tuple[LungTumorSegComparison | None, str | None]:
+        """(result, error) of the ended run; (None, None) when it was cancelled."""
+        job, engine = self._job, self._engine
+        self._readEngine()
+        self._engine = None
+        self.removeObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self._onSceneStartClose)
+        if self._cancelled:
+            shutil.rmtree(job["workDir"], ignore_errors=True)
+            return None, None
+        if any(node is not None and node.GetScene() is not slicer.mrmlScene for node in job["nodes"]):
+            shutil.rmtree(job["workDir"], ignore_errors=True)
+            return None, _("an input left the scene during the run: the comparison was not loaded")
+        job["run"].exit_code = engine.returncode
+        error = job["run"].failure()
+        if error:
+            return None, error
+        try:
+            return self.loadComparison(job), None
+        except Exception as exc:  # noqa: BLE001 - reported to the caller
+            logging.exception("LungTumorSeg: loading the comparison failed")
+            return None, str(exc)
+
+    def _onSceneStartClose(self, caller=None, event=None) -> None:
+        self.cancel()
+
+    def shutdown(self) -> None:
+        """The widget goes away (Slicer quits, the module reloads): kill the run, call nobody back."""
+        if self._engine is None:
+            return
+        self._job["progressCallback"] = self._job["finishedCallback"] = None
+        self.cancel()
+        if self._timer is not None:
+            self._timer.stop()
+        self._finish()
+
+    def cancel(self) -> None:
+        """Kill the engine and every process it started; no node is created or changed for that run."""
+        if self._engine is None:
+            return
+        self._cancelled = True
+        self._engine.kill()
+
+    def run(
+        self,
+        baselineVolume,
+        followupVolume,
+        settings: compare_helpers.CompareSettings | None = None,
+        baselineSegmentation=None,
+        followupSegmentation=None,
+        progressCallback: Callable[[helpers.ProgressEvent], None] | None = None,
+    ) -> LungTumorSegComparison | None:
+        """Compare and wait. Returns None when cancelled (``cancel()`` from the callback); raises on failure."""
+        self._start(
+            baselineVolume,
+            followupVolume,
+            settings or compare_helpers.CompareSettings(),
+            baselineSegmentation,
+            followupSegmentation,
+            progressCallback=progressCallback,
+        )
+        while self._engine.running and not self._cancelled:
+            self._readEngine()
+            time.sleep(0.05)
+        self._engine.wait()
+        result, error = self._finish()
+        if error:
+            raise RuntimeError(error)
+        return result
+
+    def runAsync(
+        self,
+        baselineVolume,
+        followupVolume,
+        settings: compare_helpers.CompareSettings,
+        baselineSegmentation=None,
+        followupSegmentation=None,
+        progressCallback: Callable[[helpers.ProgressEvent], None] | None = None,
+        finishedCallback: Callable[[LungTumorSegComparison | None, str | None], None] | None = None,
+    ) -> None:
+        """Start the engine; ``finishedCallback(result, error)`` gets (None, None) on Cancel or scene close.
+
+        Raises:
+            RuntimeError: the engine could not be started (nothing is running then).
+        """
+        self._start(
+            baselineVolume,
+            followupVolume,
+            settings,
+            baselineSegmentation,
+            followupSegmentation,
+            progressCallback=progressCallback,
+            finishedCallback=finishedCallback,
+        )
+        if self._timer is None:
+            self._timer = qt.QTimer()
+            self._timer.setInterval(POLL_MS)
+            self._timer.connect("timeout()", self._poll)
+        self._timer.start()
+
+    def _poll(self) -> None:
+        if self._engine is None:
+            self._timer.stop()
+            return
+        self._readEngine()
+        if self._engine.running:
+            return
+        self._timer.stop()
+        callback = self._job.get("finishedCallback")
+        result, error = self._finish()
+        if callback:
+            callback(result, error)
+
+    def loadComparison(self, job: dict[str, Any]) -> LungTumorSegComparison:
+        """Segmentations made by the engine, the alignment transform (applied to the follow-up), the table."""
+        from LungTumorSegLib.image_io import load_volume
+
+        baselineVolume, followupVolume, baselineSegmentation, followupSegmentation = job["nodes"]
+        outputs = dict(job["run"].result.get("outputs", {}))
+        data = json.loads(Path(outputs["comparison_json"]).read_text(encoding="utf-8"))
+        segmentations = {"baseline": baselineSegmentation, "followup": followupSegmentation}
+        for name, volume in (("baseline", baselineVolume), ("followup", followupVolume)):
+            if segmentations[name] is None and outputs.get(f"{name}_tumor"):
+                label = load_volume(outputs[f"{name}_tumor"])
+                segmentations[name] = LungTumorSegLogic.updateSegmentation(label, volume, None, volume.GetName())[0]
+        transformNode = slicer.util.loadTransform(outputs["transform"])
+        transformNode.SetName(f"{followupVolume.GetName()} to {baselineVolume.GetName()}")
+        transformNode.SetAndObserveTransformNodeID(baselineVolume.GetTransformNodeID())
+        for node in (followupVolume, segmentations["followup"]):
+            if node is not None:
+                node.SetAndObserveTransformNodeID(transformNode.GetID())
+        rows = compare_helpers.comparison_rows(data)
+        tableNode = self.createComparisonTable(rows, f"{followupVolume.GetName()} vs {baselineVolume.GetName()}")
+        self.showSideBySide(baselineVolume, followupVolume, segmentations)
+        return LungTumorSegComparison(
+            data,
+            compare_helpers.response_summary_text(data),
+            tableNode,
+            rows,
+            transformNode,
+            segmentations,
+            str(job["outputDir"]),
+            outputs,
+        )
+
+    @staticmethod
+    def createComparisonTable(rows: list[dict], name: str):
+        """vtkMRMLTableNode, one row per match (compare_helpers.COMPARE_TABLE_COLUMNS)."""
+        tableNode = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLTableNode", name)
+        table = tableNode.GetTable()
+        for key, title, unit in compare_helpers.COMPARE_TABLE_COLUMNS:
+            array = vtk.vtkStringArray()
+            array.SetName(f"{title} ({unit})" if unit else title)
+            for row in rows:
+                array.InsertNextValue(compare_helpers.format_compare_cell(key, row.get(key)))
+            table.AddColumn(array)
+        tableNode.SetLocked(True)
+        tableNode.Modified()
+        return tableNode
+
+    @staticmethod
+    def showSideBySide(baselineVolume, followupVolume, segmentations: dict) -> None:
+        """Baseline in the Red view, aligned follow-up in the Yellow view, slices linked; each scan's tumours."""
+        layoutManager = slicer.app.layoutManager()
+        if layoutManager is None:  # batch mode
+            return
+        layoutManager.setLayout(slicer.vtkMRMLLayoutNode.SlicerLayoutSideBySideView)
+        for viewName, volume, segmentation in (
+            ("Red", baselineVolume, segmentations.get("baseline")),
+            ("Yellow", followupVolume, segmentations.get("followup")),
+        ):
+            compositeNode = layoutManager.sliceWidget(viewName).sliceLogic().GetSliceCompositeNode()
+            compositeNode.SetBackgroundVolumeID(volume.GetID())
+            compositeNode.SetForegroundVolumeID(None)
+            compositeNode.SetLinkedControl(True)
+            if segmentation is not None and segmentation.GetDisplayNode() is not None:
+                segmentation.GetDisplayNode().AddViewNodeID(f"vtkMRMLSliceNode{viewName}")
+        slicer.util.resetSliceViews()
+
+
 # ------------------------------------------------------------------------------------------ self-test
 
 
@@ -1103,6 +1518,7 @@ class LungTumorSegTest(ScriptedLoadableModuleTest):
             self.test_SceneCloseCancelsTheRun,
             self.test_BatchScriptSegmentsDicomSeriesOneByOne,
             self.test_SegmentDemoCT,
+            self.test_CompareWithBaseline,
         ):
             self.setUp()
             test()
@@ -1296,6 +1712,54 @@ class LungTumorSegTest(ScriptedLoadableModuleTest):
         self.assertTrue(pids)
         self._waitFor(lambda: not any(pid_running(pid) for pid in pids), 10, "the launcher and the engine to end")
         self.delayDisplay("Cancel test passed")
+
+    def test_CompareWithBaseline(self) -> None:
+        """The demo CT against a copy moved by 8, -5, 3 mm, with the demo GTV as both labels: SD, one match."""
+        import numpy as np
+
+        self.delayDisplay("Comparing the demo CT with a moved copy (blocking)")
+        baseline = slicer.util.loadVolume(str(self.SAMPLE_DIR / "demo_ct.nii.gz"))
+        gtv = slicer.util.loadLabelVolume(str(self.SAMPLE_DIR / "demo_ct_gtv.nii.gz"))
+        shift = np.array([8.0, -5.0, 3.0])
+        matrix = vtk.vtkMatrix4x4()
+        baseline.GetIJKToRASMatrix(matrix)
+        movedMatrix = slicer.util.arrayFromVTKMatrix(matrix)
+        movedMatrix[:3, 3] += shift  # the same voxels, the patient 8, -5, 3 mm further in RAS
+        followup = slicer.util.addVolumeFromArray(
+            slicer.util.arrayFromVolume(baseline).copy(), slicer.util.vtkMatrixFromArray(movedMatrix), "follow-up"
+        )
+        followupGtv = slicer.util.addVolumeFromArray(
+            slicer.util.arrayFromVolume(gtv).copy(),
+            slicer.util.vtkMatrixFromArray(movedMatrix),
+            "follow-up GTV",
+            nodeClassName="vtkMRMLLabelMapVolumeNode",
+        )
+        segmentations = []
+        for name, labelNode in (("baseline GTV", gtv), ("follow-up GTV", followupGtv)):
+            segmentationNode = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", name)
+            slicer.modules.segmentations.logic().ImportLabelmapToSegmentationNode(labelNode, segmentationNode)
+            segmentations.append(segmentationNode)
+
+        logic = LungTumorSegCompareLogic()
+        result = logic.run(baseline, followup, compare_helpers.CompareSettings(device="cpu"), *segmentations)
+        self.assertIsNotNone(result)
+        self.assertEqual(result.data["response"]["category"], "SD")
+        self.assertEqual([row["match_type"] for row in result.rows], ["matched"])
+        self.assertEqual(result.tableNode.GetTable().GetNumberOfRows(), 1)
+        self.assertIn("SD", result.summaryText)
+        self.assertEqual(followup.GetTransformNodeID(), result.transformNode.GetID())
+        fromParent = vtk.vtkMatrix4x4()
+        result.transformNode.GetMatrixTransformFromParent(fromParent)  # baseline (world) -> follow-up point
+        translation = np.array([fromParent.GetElement(i, 3) for i in range(3)])
+        self.assertLess(float(np.linalg.norm(translation - shift)), 1.0, f"alignment {translation} vs {shift}")
+        layoutManager = slicer.app.layoutManager()
+        if layoutManager is not None:
+            self.assertEqual(layoutManager.layout, slicer.vtkMRMLLayoutNode.SlicerLayoutSideBySideView)
+            for viewName, volume in (("Red", baseline), ("Yellow", followup)):
+                compositeNode = layoutManager.sliceWidget(viewName).sliceLogic().GetSliceCompositeNode()
+                self.assertEqual(compositeNode.GetBackgroundVolumeID(), volume.GetID())
+                self.assertTrue(compositeNode.GetLinkedControl())
+        self.delayDisplay("Compare test passed")
 
     def test_SceneCloseCancelsTheRun(self) -> None:
         self.delayDisplay("Closing the scene during a run")

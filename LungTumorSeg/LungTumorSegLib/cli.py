@@ -1,4 +1,4 @@
-"""The ``lungtumorseg`` command line: ``segment``, ``models`` and (with measurements) ``measure``/``evaluate``."""
+"""The ``lungtumorseg`` command line: ``segment``, ``models``, ``measure``/``evaluate`` and ``compare``."""
 
 from __future__ import annotations
 
@@ -34,6 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
     else:
         add_measure_parser(commands)
         add_evaluate_parser(commands)
+    from .cli_compare import add_compare_parser
+
+    add_compare_parser(commands)
     return parser
 
 

@@ -61,9 +61,9 @@ def write_measurement_tables(
     rows = [{**lesion.to_row(), "target_lesion": lesion.lesion_id in targets} for lesion in case.lesions]
     columns = list(rows[0]) if rows else ["lesion_id"]
     summary = {key: _cell(value) for key, value in case.summary().items()}
-    write_text_atomic(paths["json"], json.dumps(_json_safe(case.to_dict()), indent=2) + "\n")
-    write_text_atomic(paths["lesions_csv"], _csv_text(columns, rows))
-    write_text_atomic(paths["summary_csv"], _csv_text(list(summary), [summary]))
+    write_text_atomic(paths["json"], json.dumps(json_safe(case.to_dict()), indent=2) + "\n")
+    write_text_atomic(paths["lesions_csv"], csv_text(columns, rows))
+    write_text_atomic(paths["summary_csv"], csv_text(list(summary), [summary]))
     return paths
 
 
@@ -79,8 +79,8 @@ def write_evaluation_tables(
     paths = {"json": out / f"{stem}_evaluation.json", "csv": out / f"{stem}_evaluation.csv"}
     check_targets(paths.values(), overwrite)
     scalars = {key: _cell(value) for key, value in result.items() if not isinstance(value, (list, dict))}
-    write_text_atomic(paths["json"], json.dumps(_json_safe(dict(result)), indent=2) + "\n")
-    write_text_atomic(paths["csv"], _csv_text(list(scalars), [scalars]))
+    write_text_atomic(paths["json"], json.dumps(json_safe(dict(result)), indent=2) + "\n")
+    write_text_atomic(paths["csv"], csv_text(list(scalars), [scalars]))
     return paths
 
 
@@ -205,7 +205,8 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
     return write_bytes_atomic(path, text.encode("utf-8"))
 
 
-def _csv_text(columns: list[str], rows: list[Mapping]) -> str:
+def csv_text(columns: list[str], rows: list[Mapping]) -> str:
+    """CSV text with a header of ``columns`` and one line per row (lists joined with ';', None empty)."""
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n", extrasaction="ignore")
     writer.writeheader()
@@ -223,12 +224,12 @@ def _cell(value):
     return value
 
 
-def _json_safe(value):
+def json_safe(value):
     """Replace non-finite floats by None (JSON has no inf/NaN)."""
     if isinstance(value, dict):
-        return {key: _json_safe(item) for key, item in value.items()}
+        return {key: json_safe(item) for key, item in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_json_safe(item) for item in value]
+        return [json_safe(item) for item in value]
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value

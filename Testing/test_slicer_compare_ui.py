@@ -1,0 +1,54 @@
+"""The "Compare with baseline" section's .ui: it loads, and it has every widget LungTumorSeg.py uses from it."""
+
+from __future__ import annotations
+
+import ast
+
+import test_slicer_module as module_tests
+
+COMPARE_UI = module_tests.MODULE_DIR / "Resources" / "UI" / "LungTumorSegCompare.ui"
+
+
+def _compare_ui_names_used_by_module() -> set[str]:
+    """``self.compareUi.X`` and ``ui.X`` in the methods that bind ``ui = self.compareUi``."""
+
+    def is_compare_ui(node: ast.AST) -> bool:
+        return (
+            isinstance(node, ast.Attribute)
+            and node.attr == "compareUi"
+            and isinstance(node.value, ast.Name)
+            and node.value.id == "self"
+        )
+
+    names = set()
+    tree = ast.parse(module_tests.MODULE_PY.read_text(encoding="utf-8"))
+    for function in ast.walk(tree):
+        if not isinstance(function, ast.FunctionDef):
+            continue
+        binds_ui = any(
+            isinstance(node, ast.Assign) and is_compare_ui(node.value) and ast.unparse(node.targets[0]) == "ui"
+            for node in ast.walk(function)
+        )
+        for node in ast.walk(function):
+            if isinstance(node, ast.Attribute) and (
+                is_compare_ui(node.value) or (binds_ui and isinstance(node.value, ast.Name) and node.value.id == "ui")
+            ):
+                names.add(node.attr)
+    return names
+
+
+def test_compare_ui_loads_and_has_every_widget_the_module_uses(monkeypatch):
+    monkeypatch.setattr(module_tests, "UI_FILE", COMPARE_UI)
+    loaded = module_tests._load_ui_in_subprocess()
+    assert "error" not in loaded, loaded
+    used = _compare_ui_names_used_by_module()
+    assert {"compareButton", "baselineVolumeSelector", "followupVolumeSelector", "compareTableView"} <= used
+    missing = sorted(used - set(loaded["widgets"]))
+    assert not missing, f"LungTumorSeg.py uses widgets missing from LungTumorSegCompare.ui: {missing}"
+    assert loaded["widgets"]["compareTableView"] == "qMRMLTableView"
+    assert loaded["widgets"]["baselineSegmentationSelector"] == "qMRMLNodeComboBox"
+
+
+def test_the_compare_ui_is_installed_with_the_module():
+    text = (module_tests.MODULE_DIR / "CMakeLists.txt").read_text(encoding="utf-8")
+    assert "Resources/UI/${MODULE_NAME}Compare.ui" in text
