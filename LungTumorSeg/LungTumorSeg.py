@@ -654,7 +654,63 @@ class LungTumorSegResult:
     inputVolume: Any = None
 
 
-class LungTumorSegLogic(ScriptedLoadableModuleLogic, VTKObservationMixin):
+class EngineRunMixin:
+    """Process control shared by the segmentation and the comparison logic: one engine run at a time, polled
+    by a Qt timer; Cancel, a scene close and a module reload kill its whole process tree
+    (LungTumorSegLib.process.EngineProcess). Subclasses start ``self._engine`` and implement ``_readEngine``
+    (progress) and ``_finish`` (results or error, cleanup)."""
+
+    def _initEngineState(self) -> None:
+        self._engine: EngineProcess | None = None
+        self._timer = None
+        self._cancelled = False
+        self._job: dict[str, Any] = {}
+
+    def isRunning(self) -> bool:
+        return self._engine is not None
+
+    def _startPolling(self) -> None:
+        if self._timer is None:
+            self._timer = qt.QTimer()
+            self._timer.setInterval(POLL_MS)
+            self._timer.connect("timeout()", self._poll)
+        self._timer.start()
+
+    def _poll(self) -> None:
+        if self._engine is None:
+            self._timer.stop()
+            return
+        self._readEngine()
+        if self._engine.running:
+            return
+        self._timer.stop()
+        callback = self._job.get("finishedCallback")
+        result, error = self._finish()
+        if callback:
+            callback(result, error)
+
+    def _onSceneStartClose(self, caller=None, event=None) -> None:
+        self.cancel()
+
+    def shutdown(self) -> None:
+        """The widget goes away (Slicer quits, the module reloads): kill the run, call nobody back."""
+        if self._engine is None:
+            return
+        self._job["progressCallback"] = self._job["finishedCallback"] = None
+        self.cancel()
+        if self._timer is not None:
+            self._timer.stop()
+        self._finish()
+
+    def cancel(self) -> None:
+        """Kill the engine and every process it started; no node is created or changed for that run."""
+        if self._engine is None:
+            return
+        self._cancelled = True
+        self._engine.kill()
+
+
+class LungTumorSegLogic(EngineRunMixin, ScriptedLoadableModuleLogic, VTKObservationMixin):
     """Runs the engine in a separate process and turns its outputs into MRML nodes.
 
     Usable without the GUI: ``LungTumorSegLogic().run(volumeNode, SegmentSettings(device="cpu"))``.
@@ -663,10 +719,7 @@ class LungTumorSegLogic(ScriptedLoadableModuleLogic, VTKObservationMixin):
     def __init__(self) -> None:
         ScriptedLoadableModuleLogic.__init__(self)
         VTKObservationMixin.__init__(self)
-        self._engine: EngineProcess | None = None
-        self._timer = None
-        self._cancelled = False
-        self._job: dict[str, Any] = {}
+        self._initEngineState()
 
     def getParameterNode(self) -> LungTumorSegParameterNode:
         return LungTumorSegParameterNode(super().getParameterNode())
@@ -778,9 +831,6 @@ class LungTumorSegLogic(ScriptedLoadableModuleLogic, VTKObservationMixin):
 
     # ---------------------------------------------------------------- process control
 
-    def isRunning(self) -> bool:
-        return self._engine is not None
-
     def _start(self, inputVolume, settings: helpers.SegmentSettings, **options) -> dict[str, Any]:
         """Export the CT and start the engine; a scene close from now on cancels the run."""
         if self.isRunning():
@@ -828,26 +878,6 @@ class LungTumorSegLogic(ScriptedLoadableModuleLogic, VTKObservationMixin):
         except Exception as exc:  # noqa: BLE001 - reported to the caller
             logging.exception("LungTumorSeg: loading the results failed")
             return None, str(exc)
-
-    def _onSceneStartClose(self, caller=None, event=None) -> None:
-        self.cancel()
-
-    def shutdown(self) -> None:
-        """The widget goes away (Slicer quits, the module reloads): kill the run, call nobody back."""
-        if self._engine is None:
-            return
-        self._job["progressCallback"] = self._job["finishedCallback"] = None
-        self.cancel()
-        if self._timer is not None:
-            self._timer.stop()
-        self._finish()
-
-    def cancel(self) -> None:
-        """Kill the engine and every process it started; no node is created for that run."""
-        if self._engine is None:
-            return
-        self._cancelled = True
-        self._engine.kill()
 
     # ---------------------------------------------------------------- blocking run (scripts, tests, batch)
 
@@ -912,24 +942,7 @@ class LungTumorSegLogic(ScriptedLoadableModuleLogic, VTKObservationMixin):
             previous=previous,
             addToSegment=addToSegment,
         )
-        if self._timer is None:
-            self._timer = qt.QTimer()
-            self._timer.setInterval(POLL_MS)
-            self._timer.connect("timeout()", self._poll)
-        self._timer.start()
-
-    def _poll(self) -> None:
-        if self._engine is None:
-            self._timer.stop()
-            return
-        self._readEngine()
-        if self._engine.running:
-            return
-        self._timer.stop()
-        callback = self._job.get("finishedCallback")
-        result, error = self._finish()
-        if callback:
-            callback(result, error)
+        self._startPolling()
 
     # ---------------------------------------------------------------- DICOM SEG and SR
 
@@ -1213,7 +1226,7 @@ class LungTumorSegComparison:
     outputs: dict
 
 
-class LungTumorSegCompareLogic(ScriptedLoadableModuleLogic, VTKObservationMixin):
+class LungTumorSegCompareLogic(EngineRunMixin, ScriptedLoadableModuleLogic, VTKObservationMixin):
     """Runs ``lungtumorseg compare`` in a separate process; shows both scans side by side, linked and aligned.
 
     The engine runs as segmentation does (LungTumorSegLib.process.EngineProcess: own session, tree kill on
@@ -1224,10 +1237,7 @@ class LungTumorSegCompareLogic(ScriptedLoadableModuleLogic, VTKObservationMixin)
     def __init__(self) -> None:
         ScriptedLoadableModuleLogic.__init__(self)
         VTKObservationMixin.__init__(self)
-        self._engine: EngineProcess | None = None
-        self._timer = None
-        self._cancelled = False
-        self._job: dict[str, Any] = {}
+        self._initEngineState()
 
     @staticmethod
     def exportLabel(segmentationNode, referenceVolume, path: Path) -> Path:
@@ -1290,9 +1300,6 @@ class LungTumorSegCompareLogic(ScriptedLoadableModuleLogic, VTKObservationMixin)
             "nodes": (baselineVolume, followupVolume, baselineSegmentation, followupSegmentation),
         }
 
-    def isRunning(self) -> bool:
-        return self._engine is not None
-
     def _start(self, baselineVolume, followupVolume, settings, baselineSegmentation, followupSegmentation, **options):
         """Export the inputs and start the engine; a scene close from now on cancels the run."""
         if self.isRunning():
@@ -1333,26 +1340,6 @@ class LungTumorSegCompareLogic(ScriptedLoadableModuleLogic, VTKObservationMixin)
         except Exception as exc:  # noqa: BLE001 - reported to the caller
             logging.exception("LungTumorSeg: loading the comparison failed")
             return None, str(exc)
-
-    def _onSceneStartClose(self, caller=None, event=None) -> None:
-        self.cancel()
-
-    def shutdown(self) -> None:
-        """The widget goes away (Slicer quits, the module reloads): kill the run, call nobody back."""
-        if self._engine is None:
-            return
-        self._job["progressCallback"] = self._job["finishedCallback"] = None
-        self.cancel()
-        if self._timer is not None:
-            self._timer.stop()
-        self._finish()
-
-    def cancel(self) -> None:
-        """Kill the engine and every process it started; no node is created or changed for that run."""
-        if self._engine is None:
-            return
-        self._cancelled = True
-        self._engine.kill()
 
     def run(
         self,
@@ -1405,24 +1392,7 @@ class LungTumorSegCompareLogic(ScriptedLoadableModuleLogic, VTKObservationMixin)
             progressCallback=progressCallback,
             finishedCallback=finishedCallback,
         )
-        if self._timer is None:
-            self._timer = qt.QTimer()
-            self._timer.setInterval(POLL_MS)
-            self._timer.connect("timeout()", self._poll)
-        self._timer.start()
-
-    def _poll(self) -> None:
-        if self._engine is None:
-            self._timer.stop()
-            return
-        self._readEngine()
-        if self._engine.running:
-            return
-        self._timer.stop()
-        callback = self._job.get("finishedCallback")
-        result, error = self._finish()
-        if callback:
-            callback(result, error)
+        self._startPolling()
 
     def loadComparison(self, job: dict[str, Any]) -> LungTumorSegComparison:
         """Segmentations made by the engine, the alignment transform (applied to the follow-up), the table."""
