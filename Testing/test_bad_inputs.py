@@ -348,6 +348,7 @@ OPTION_CASES = [
     (["--threads", "-3"], "--threads -3"),
     (["--min-lesion-ml", "-1"], "--min-lesion-ml -1"),
     (["--threshold", "2"], "--threshold 2"),
+    (["--min-peak-probability", "1.5"], "--min-peak-probability 1.5"),
 ]
 
 

@@ -64,6 +64,15 @@ def test_existing_outputs_are_not_overwritten(tmp_path, fast_bundle, capsys):
     assert main([*args, "--overwrite"]) == 0
 
 
+def test_min_peak_probability_drops_lesions_without_a_confident_voxel(tmp_path, fast_bundle):
+    args = ["segment", str(DEMO_CT), "--model", str(fast_bundle), "--progress", "none"]
+    assert main([*args, "-o", str(tmp_path / "all"), "--min-peak-probability", "0"]) == 0
+    assert main([*args, "-o", str(tmp_path / "sure"), "--min-peak-probability", "1"]) == 0
+    every, sure = (json.loads((tmp_path / f / "demo_ct_summary.json").read_text()) for f in ("all", "sure"))
+    assert sure["info"]["postprocess"]["min_peak_probability"] == 1.0
+    assert every["lesions"]["lesion_count"] > 0 and sure["lesions"]["lesion_count"] < every["lesions"]["lesion_count"]
+
+
 def _nifti(path, array, zooms=(1.0, 1.0, 1.0)):
     header = nib.Nifti1Header()
     header.set_data_shape(array.shape)

@@ -57,6 +57,12 @@ def add_segment_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--overlap", type=float, help="sliding-window overlap 0..0.9 (default: model's)")
     parser.add_argument("--threshold", type=float, help="probability threshold in (0, 1] (default: model's)")
     parser.add_argument("--min-lesion-ml", type=float, help="drop lesions smaller than this, >= 0 (default: model's)")
+    parser.add_argument(
+        "--min-peak-probability",
+        type=float,
+        help="report a lesion only if its highest probability reaches this, 0..1; 0 shows every candidate "
+        "(default: model's)",
+    )
     parser.add_argument("--no-lung-crop", action="store_true", help="run on the whole image, not the lung-field box")
     parser.add_argument("--no-lung-filter", action="store_true", help="keep lesions outside the lung field")
     parser.add_argument("--keep-largest", action="store_true", help="keep only the largest lesion")
@@ -155,6 +161,7 @@ def options_from_args(args: argparse.Namespace) -> SegmentOptions:
         overlap=args.overlap,
         threshold=args.threshold,
         min_lesion_ml=args.min_lesion_ml,
+        min_peak_probability=args.min_peak_probability,
         restrict_to_lung=False if args.no_lung_filter else None,
         keep_largest=True if args.keep_largest else None,
         crop_to_lung=not args.no_lung_crop,

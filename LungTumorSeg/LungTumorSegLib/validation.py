@@ -80,7 +80,7 @@ def check_segment_options(options: SegmentOptions, threads: int | None = None) -
     check_range("--overlap", options.overlap, 0.0, MAX_OVERLAP)
     check_range("--threshold", options.threshold, 0.0, 1.0, low_open=True)
     check_range("--min-lesion-ml", options.min_lesion_ml, 0.0)
-    check_range("min_peak_probability", options.min_peak_probability, 0.0, 1.0)
+    check_range("--min-peak-probability", options.min_peak_probability, 0.0, 1.0)
     check_range("--roi-mm", options.roi_mm, MIN_ROI_MM)
     check_range("--threads", threads, 1)
     if options.tta is not None and options.tta not in (1, 2, 4, 8):
