@@ -35,6 +35,7 @@ DATA = f"{RUNS}/bundle-data"
 SPLIT = f"{DATA}/split.json"
 FOLDS = f"{DATA}/cv_folds.json"
 CV = f"{RUNS}/cv"
+CV_REPORT = f"{CV}/whole_ct_ensemble/whole_ct.json"  # the cross-validated whole-CT scores of the members together
 # the member network: batch norm (eval-mode statistics do not depend on the window), 5 levels (receptive
 # field ~120 voxels, for tumours of 5-9 cm), at the bundle's input spacing
 NET = ["--arch", "UNet", "--unet-channels", "16", "32", "64", "128", "256", "--unet-res-units", "1"]
@@ -129,7 +130,7 @@ def write_plan(folds: list[dict], members: list[str], path: Path, output: dict) 
 
 def chosen_min_peak() -> float:
     """The lesion-level confidence filter chosen on the cross-validated whole CTs (0, off, without them)."""
-    report = ROOT / CV / "whole_ct_ensemble" / "whole_ct.json"
+    report = ROOT / CV_REPORT
     if not report.is_file():
         return 0.0
     return float(json.loads(report.read_text(encoding="utf-8")).get("peak_choice", {}).get("all_folds", 0.0))
@@ -176,9 +177,8 @@ def main() -> None:
     context_fold = next((f for f in cv_folds if "lidc-idri-0001" in f["whole_ct"]), None)
     if context_fold is not None and not args.skip_cv:  # the context check also by a model that never saw the case
         evaluation += ["--context-model", f"{CV}/{args.members[0]}-f{context_fold['fold']}"]
-    cv_report = ROOT / CV / "whole_ct_ensemble" / "whole_ct.json"
-    if cv_report.is_file():
-        evaluation += ["--cv-report", str(cv_report.relative_to(ROOT))]
+    if (ROOT / CV_REPORT).is_file():
+        evaluation += ["--cv-report", CV_REPORT]
     run(sys.executable, "scripts/evaluate_bundle.py", args.out, *evaluation)
 
 

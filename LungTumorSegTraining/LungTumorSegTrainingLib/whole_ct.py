@@ -214,15 +214,11 @@ def froc_points(
     fp_min_ml: float = FP_MIN_ML,
 ) -> list[dict[str, float]]:
     """Detected lesions and false positives at each threshold (the rest of post-processing as ``settings``)."""
-    points = []
-    for threshold in thresholds:
-        post = PostprocessSettings(**{**vars(settings), "threshold": float(threshold)})
-        label = postprocess(probability, reference.voxel_ml, post, lung_mask)
-        score = score_label(label, reference, fp_min_ml)
-        points.append(
-            {"threshold": float(threshold), "detected": score["detected"], "false_positives": score["false_positives"]}
-        )
-    return points
+    scores = _sweep(probability, lung_mask, reference, settings, "threshold", thresholds, fp_min_ml)
+    return [
+        {"threshold": float(t), "detected": score["detected"], "false_positives": score["false_positives"]}
+        for t, score in zip(thresholds, scores)
+    ]
 
 
 def peak_points(
@@ -234,19 +230,33 @@ def peak_points(
     fp_min_ml: float = FP_MIN_ML,
 ) -> list[dict[str, float]]:
     """Detections, false positives and lesion Dice when lesions must reach each peak probability level."""
-    points = []
-    for level in levels:
-        post = PostprocessSettings(**{**vars(settings), "min_peak_probability": float(level)})
-        score = score_label(postprocess(probability, reference.voxel_ml, post, lung_mask), reference, fp_min_ml)
-        points.append(
-            {
-                "min_peak_probability": float(level),
-                "detected": score["detected"],
-                "false_positives": score["false_positives"],
-                "lesion_dice": score["lesion_dice"],
-            }
-        )
-    return points
+    scores = _sweep(probability, lung_mask, reference, settings, "min_peak_probability", levels, fp_min_ml)
+    return [
+        {
+            "min_peak_probability": float(level),
+            "detected": score["detected"],
+            "false_positives": score["false_positives"],
+            "lesion_dice": score["lesion_dice"],
+        }
+        for level, score in zip(levels, scores)
+    ]
+
+
+def _sweep(
+    probability: np.ndarray,
+    lung_mask: np.ndarray | None,
+    reference: Reference,
+    settings: PostprocessSettings,
+    setting: str,
+    values: Sequence[float],
+    fp_min_ml: float,
+) -> list[dict[str, Any]]:
+    """``score_label`` of the post-processed probability with one post-processing setting at each value."""
+    scores = []
+    for value in values:
+        post = PostprocessSettings(**{**vars(settings), setting: float(value)})
+        scores.append(score_label(postprocess(probability, reference.voxel_ml, post, lung_mask), reference, fp_min_ml))
+    return scores
 
 
 def score_case(
@@ -429,11 +439,11 @@ def evaluate_plan(
             "fp_min_ml": fp_min_ml,
         }
         cases = find_whole_ct_cases(data_root, fold.cases)
-        pending = [c for c in cases if _cached_row(out_dir, c, fingerprint, pictures) is None]
-        if pending:
+        cached = {case.name: _cached_row(out_dir, case, fingerprint, pictures) for case in cases}
+        if None in cached.values():
             bundle, networks = load_fold_model(fold, options.device if options.device != "auto" else "cpu")
         for case in cases:
-            row = _cached_row(out_dir, case, fingerprint, pictures)
+            row = cached[case.name]
             if row is None:
                 tick = time.perf_counter()
                 ct = load_volume(case.ct)
