@@ -669,6 +669,21 @@ class EngineRunMixin:
     def isRunning(self) -> bool:
         return self._engine is not None
 
+    def _waitForResult(self):
+        """Block until the started engine ends (reading its progress); the result, None when cancelled.
+
+        Raises:
+            RuntimeError: the run failed (the engine's message).
+        """
+        while self._engine.running and not self._cancelled:
+            self._readEngine()
+            time.sleep(0.05)
+        self._engine.wait()
+        result, error = self._finish()
+        if error:
+            raise RuntimeError(error)
+        return result
+
     def _startPolling(self) -> None:
         if self._timer is None:
             self._timer = qt.QTimer()
@@ -903,14 +918,7 @@ class LungTumorSegLogic(EngineRunMixin, ScriptedLoadableModuleLogic, VTKObservat
             previous=previous,
             addToSegment=addToSegment,
         )
-        while self._engine.running and not self._cancelled:
-            self._readEngine()
-            time.sleep(0.05)
-        self._engine.wait()
-        result, error = self._finish()
-        if error:
-            raise RuntimeError(error)
-        return result
+        return self._waitForResult()
 
     # ---------------------------------------------------------------- asynchronous run (GUI)
 
@@ -1359,14 +1367,7 @@ class LungTumorSegCompareLogic(EngineRunMixin, ScriptedLoadableModuleLogic, VTKO
             followupSegmentation,
             progressCallback=progressCallback,
         )
-        while self._engine.running and not self._cancelled:
-            self._readEngine()
-            time.sleep(0.05)
-        self._engine.wait()
-        result, error = self._finish()
-        if error:
-            raise RuntimeError(error)
-        return result
+        return self._waitForResult()
 
     def runAsync(
         self,
