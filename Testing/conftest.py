@@ -136,3 +136,13 @@ def reoriented(volume: Volume, codes: str) -> Volume:
 
 def sphere_volume_ml(radius_mm: float) -> float:
     return 4.0 / 3.0 * math.pi * radius_mm**3 / 1000.0
+
+
+def assert_outputs_kept_unless_overwrite(main, args: list[str], out_dir: Path, capsys) -> None:
+    """Run ``main(args)`` twice: the second run refuses (exit 2) and touches nothing; ``--overwrite`` then runs."""
+    assert main(args) == 0
+    before = {p.name: p.stat().st_mtime_ns for p in out_dir.iterdir()}
+    assert main(args) == 2
+    assert "already exist" in capsys.readouterr().err
+    assert {p.name: p.stat().st_mtime_ns for p in out_dir.iterdir()} == before
+    assert main([*args, "--overwrite"]) == 0

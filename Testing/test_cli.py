@@ -11,7 +11,7 @@ import sys
 import nibabel as nib
 import numpy as np
 import pytest
-from conftest import DEMO_CT, make_pointwise_bundle, shared
+from conftest import DEMO_CT, assert_outputs_kept_unless_overwrite, make_pointwise_bundle, shared
 
 from LungTumorSegLib.cli import main
 from LungTumorSegLib.image_io import load_volume
@@ -56,12 +56,7 @@ def test_nrrd_output_and_python_m_entry_point(tmp_path, fast_bundle):
 
 def test_existing_outputs_are_not_overwritten(tmp_path, fast_bundle, capsys):
     args = ["segment", str(DEMO_CT), "-o", str(tmp_path), "--model", str(fast_bundle), "--progress", "none"]
-    assert main(args) == 0
-    before = {p.name: p.stat().st_mtime_ns for p in tmp_path.iterdir()}
-    assert main(args) == 2
-    assert "already exist" in capsys.readouterr().err
-    assert {p.name: p.stat().st_mtime_ns for p in tmp_path.iterdir()} == before
-    assert main([*args, "--overwrite"]) == 0
+    assert_outputs_kept_unless_overwrite(main, args, tmp_path, capsys)
 
 
 def test_min_peak_probability_drops_lesions_without_a_confident_voxel(tmp_path, fast_bundle):

@@ -9,7 +9,16 @@ import json
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from conftest import DEMO_CT, DEMO_GTV, DEMO_NODULE, DEMO_NODULE_MASK, make_pointwise_bundle, shared, synthetic_chest
+from conftest import (
+    DEMO_CT,
+    DEMO_GTV,
+    DEMO_NODULE,
+    DEMO_NODULE_MASK,
+    assert_outputs_kept_unless_overwrite,
+    make_pointwise_bundle,
+    shared,
+    synthetic_chest,
+)
 from followup_pairs import LIDC_0003, downsampled_case, eroded_in_plane, moved, rigid_move
 from matplotlib.image import imread
 
@@ -83,12 +92,7 @@ def test_compare_writes_the_tables_pictures_and_joined_report(tmp_path, pr_pair,
 
 def test_existing_outputs_are_kept_unless_overwrite(tmp_path, pr_pair, capsys):
     args = _compare_args(pr_pair, tmp_path, "--registration", "none", "--progress", "none", "--no-pictures")
-    assert main(args) == 0
-    before = {p.name: p.stat().st_mtime_ns for p in tmp_path.iterdir()}
-    assert main(args) == 2
-    assert "already exist" in capsys.readouterr().err
-    assert {p.name: p.stat().st_mtime_ns for p in tmp_path.iterdir()} == before
-    assert main([*args, "--overwrite"]) == 0
+    assert_outputs_kept_unless_overwrite(main, args, tmp_path, capsys)
 
 
 def test_a_label_off_the_ct_grid_is_a_one_line_error_that_writes_nothing(tmp_path, capsys):
