@@ -1,17 +1,14 @@
 """LungTumorSegTraining: train, follow, stop/resume and install lung tumour segmentation models in 3D Slicer.
 
 A thin GUI over the training engine's command line (``python -m LungTumorSegTrainingLib train|resume|export|
-ensemble ... --progress json``), run as a separate process (LungTumorSegLib.process: Stop writes the run's stop
-file, which works on every OS; Kill ends the launcher and the engine). See docs/training-module.md.
+ensemble ... --progress json``), run as a separate process (LungTumorSegLib.slicer_glue.process: Stop writes the
+run's stop file, which works on every OS; Kill ends the launcher and the engine). See docs/training-module.md.
 """
 
 from __future__ import annotations
 
-import logging
-import os
-import shutil
+import importlib
 import sys
-import time
 from pathlib import Path
 
 import qt
@@ -20,7 +17,6 @@ from slicer.i18n import translate
 from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModule,
     ScriptedLoadableModuleLogic,
-    ScriptedLoadableModuleTest,
     ScriptedLoadableModuleWidget,
 )
 from slicer.util import VTKObservationMixin
@@ -29,11 +25,12 @@ MODULE_DIR = Path(__file__).resolve().parent
 if str(MODULE_DIR) not in sys.path:
     sys.path.insert(0, str(MODULE_DIR))
 
-from LungTumorSegTrainingLib import gui_helpers as gh  # noqa: E402
+from LungTumorSegTrainingLib.slicer_glue import dataset_check as datasets  # noqa: E402
+from LungTumorSegTrainingLib.slicer_glue import run_monitor as monitor  # noqa: E402
+from LungTumorSegTrainingLib.slicer_glue import train_commands as commands  # noqa: E402
+from LungTumorSegTrainingLib.slicer_glue.training_logic import STOP_WAIT_MS, TrainingLogic  # noqa: E402
 
-POLL_MS = 2000
-OUTPUT_POLL_MS = 100
-STOP_WAIT_MS = 120000
+SELF_TEST_DIR = MODULE_DIR / "Testing" / "Python"
 
 
 #
@@ -57,321 +54,28 @@ class LungTumorSegTraining(ScriptedLoadableModule):
         )
         self.parent.acknowledgementText = "Built on MONAI and PyTorch. Research use only."
 
+    def runTest(self, msec=100, **kwargs):
+        """Slicer's self-test entry (Reload and Test, ``slicer.selfTests``): the tests live in Testing/Python."""
+        if str(SELF_TEST_DIR) not in sys.path:
+            sys.path.insert(0, str(SELF_TEST_DIR))
+        import LungTumorSegTrainingSelfTest
+
+        testCase = importlib.reload(LungTumorSegTrainingSelfTest).LungTumorSegTrainingTest()
+        testCase.messageDelay = msec
+        testCase.runTest(**kwargs)
+
 
 #
 # Logic
 #
 
 
-class LungTumorSegTrainingLogic(ScriptedLoadableModuleLogic):
-    """Runs engine commands (one after the other) in separate processes, parses their JSON lines, follows run folders.
-
-    Callbacks (plain attributes, set by the widget or a script): ``onLog(text)``, ``onProgress(fraction, message)``,
-    ``onMetrics(history)``, ``onOverlay(path)``, ``onFinished(exitCode, ok)``.
-    """
+class LungTumorSegTrainingLogic(TrainingLogic, ScriptedLoadableModuleLogic):
+    """The training Logic (LungTumorSegTrainingLib.slicer_glue.training_logic) as this module's Logic."""
 
     def __init__(self):
         ScriptedLoadableModuleLogic.__init__(self)
-        self.process = None
-        self.queue: list[list[str]] = []
-        self.queueRunDirs: list[Path] = []
-        self.history = gh.MetricsHistory()
-        self.runDir: Path | None = None
-        self.startTime = 0.0
-        self.stepStartTime = 0.0
-        self.stepsTotal = 1
-        self.stepsDone = 0
-        self.fraction = 0.0
-        self.lastExitCode: int | None = None
-        self.stopRequested = False
-        self.overlayMtime = 0.0
-        self.tableNode = None
-        self.chartNode = None
-        self.onLog = None
-        self.onProgress = None
-        self.onMetrics = None
-        self.onOverlay = None
-        self.onFinished = None
-        self.pollTimer = qt.QTimer()
-        self.pollTimer.setInterval(POLL_MS)
-        self.pollTimer.connect("timeout()", self.poll)
-        self.outputTimer = qt.QTimer()
-        self.outputTimer.setInterval(OUTPUT_POLL_MS)
-        self.outputTimer.connect("timeout()", self._readOutput)
-
-    # ---------------------------------------------------------------- environment
-
-    @staticmethod
-    def pythonExecutable() -> str:
-        """PythonSlicer inside Slicer (same packages as Slicer's Python), else this interpreter."""
-        from LungTumorSegLib.process import python_executable
-
-        return python_executable()
-
-    @staticmethod
-    def engineEnvironment() -> dict[str, str]:
-        """Environment for the engine process: unbuffered output and both Lib folders on PYTHONPATH."""
-        env = dict(os.environ)
-        paths = [str(MODULE_DIR)]
-        try:
-            import LungTumorSegLib
-
-            paths.append(str(Path(LungTumorSegLib.__file__).resolve().parent.parent))
-        except ImportError:
-            paths.append(str(MODULE_DIR.parent / "LungTumorSeg"))
-        if env.get("PYTHONPATH"):
-            paths.append(env["PYTHONPATH"])
-        env["PYTHONPATH"] = os.pathsep.join(paths)
-        env["PYTHONUNBUFFERED"] = "1"
-        return env
-
-    @staticmethod
-    def ensureDependencies(askConfirmation: bool = True) -> bool:
-        """The engine's packages (one list for both modules), installed by LungTumorSeg after the user agrees."""
-        from LungTumorSeg import ensureEngineDependencies
-
-        return ensureEngineDependencies(askConfirmation=askConfirmation, requester="LungTumorSeg Training")
-
-    # ---------------------------------------------------------------- process control
-
-    def isRunning(self) -> bool:
-        """True while a command of the queue runs."""
-        return self.process is not None and self.process.running
-
-    def start(self, commands: list[list[str]], runDirs: list[Path] | None = None) -> None:
-        """Run ``commands`` one after the other (follow ``runDirs[i]`` while command i runs)."""
-        if self.isRunning():
-            raise RuntimeError("a training process is already running")
-        self.queue = [list(c) for c in commands]
-        self.queueRunDirs = list(runDirs or [])
-        self.stepsTotal, self.stepsDone = max(1, len(self.queue)), 0
-        self.startTime = time.time()
-        self.stopRequested = False
-        self.lastExitCode = None
-        self._startNext()
-
-    def _startNext(self) -> None:
-        from LungTumorSegLib.process import EngineProcess
-
-        command = self.queue.pop(0)
-        runDir = self.queueRunDirs.pop(0) if self.queueRunDirs else None
-        if runDir is not None:
-            self.follow(runDir, reset=True)
-        self.stepStartTime = time.time()
-        stopFile = gh.stop_file_of(command)
-        if stopFile is not None and stopFile.exists():
-            stopFile.unlink()  # left by an earlier Stop that the engine never saw
-        self.process = EngineProcess(command, env=self.engineEnvironment(), stop_file=stopFile)
-        self._log("$ " + gh.quote_command(command))
-        try:
-            self.process.start()
-        except OSError as exc:
-            self._processError(exc)
-            return
-        self.outputTimer.start()
-
-    def stop(self) -> None:
-        """Ask the engine to stop cleanly (its stop file: it checkpoints after the current step); the queue is dropped.
-
-        Commands without a stop file (export, ensemble) are killed: they have nothing to checkpoint.
-        """
-        self.queue, self.stopRequested = [], True
-        if not self.isRunning():
-            return
-        if self.process.request_stop():
-            self._log("Stopping: the engine writes a checkpoint and exits (Resume continues the run).")
-        else:
-            self.kill()
-
-    def kill(self) -> None:
-        """Kill the process and everything it started at once (no checkpoint beyond the last one)."""
-        self.queue = []
-        if self.process is not None:
-            self.process.kill()
-
-    def shutdown(self) -> None:
-        """The widget goes away: kill what still runs, stop the timers, call nobody back."""
-        self.onLog = self.onProgress = self.onMetrics = self.onOverlay = self.onFinished = None
-        self.kill()
-        self.process = None
-        self.outputTimer.stop()
-        self.pollTimer.stop()
-
-    def waitForFinished(self, timeoutMs: int = STOP_WAIT_MS) -> bool:
-        """Block until the queue ended (processing events); True if it did."""
-        deadline = time.time() + timeoutMs / 1000.0
-        while (self.process is not None or self.queue) and time.time() < deadline:
-            slicer.app.processEvents()
-            time.sleep(0.05)
-        return not (self.process is not None or self.queue)
-
-    def _readOutput(self) -> None:
-        """Timer: new output lines; the end of the process."""
-        if self.process is None:
-            self.outputTimer.stop()
-            return
-        for line in self.process.read_lines():
-            self.handleLine(line)
-        if not self.process.running:
-            self.outputTimer.stop()
-            self._processFinished(self.process.returncode)
-
-    def _processError(self, error: Exception) -> None:
-        """The program could not be started."""
-        self._log(f"ERROR: could not start the process: {error}")
-        self.process, self.queue = None, []
-        self.pollTimer.stop()
-        self.lastExitCode = -1
-        if self.onFinished:
-            self.onFinished(-1, False)
-
-    def _processFinished(self, exitCode=0) -> None:
-        self.process = None
-        self.lastExitCode = int(exitCode if exitCode is not None else -1)
-        self.stepsDone += 1
-        self.poll()
-        ok = self.lastExitCode == 0 and not self.stopRequested
-        self._log(f"Process ended with exit code {self.lastExitCode}.")
-        if ok and self.queue:
-            self._startNext()
-            return
-        self.pollTimer.stop()
-        if self.onFinished:
-            self.onFinished(self.lastExitCode, ok)
-
-    # ---------------------------------------------------------------- parsing and following
-
-    def handleLine(self, line: str) -> None:
-        """One stdout line of the engine: update the log, progress and metrics."""
-        event = gh.parse_line(line)
-        if event is None:
-            return
-        kind = event.get("event")
-        if kind == "progress":
-            stepFraction = gh.progress_fraction(event) or 0.0
-            self.fraction = (self.stepsDone + stepFraction) / self.stepsTotal
-            elapsed = time.time() - self.startTime
-            eta = gh.format_duration(gh.eta_seconds(elapsed, self.fraction))
-            message = f"{event.get('step', '')} {event.get('message', '')}".strip()
-            if self.onProgress:
-                self.onProgress(self.fraction, f"{message} — elapsed {gh.format_duration(elapsed)}, ETA {eta}")
-        elif kind == "metrics":
-            if self.history.add(event):
-                self.updatePlot()
-            self._log(
-                f"epoch {event.get('epoch')}: loss {event.get('train_loss')}, val Dice {event.get('val_dice')}, "
-                f"best {event.get('best_dice')}"
-            )
-        elif kind == "log":
-            self._log(f"{event.get('level', 'info')}: {event.get('message', '')}")
-        elif kind == "checkpoint":
-            self._log(f"checkpoint written: {event.get('path')}")
-            self.checkOverlay()
-        elif kind == "result":
-            self._log(f"result: {event.get('outputs', event.get('summary', ''))}")
-        elif kind == "error":
-            self._log(f"ERROR: {event.get('message', '')}")
-        else:
-            self._log(event.get("message", line))
-
-    def follow(self, runDir: Path | str, reset: bool = True) -> None:
-        """Show this run folder's metrics.csv, status and overlay, polling every few seconds."""
-        self.runDir = Path(runDir)
-        if reset:
-            self.history = gh.MetricsHistory()
-            self.overlayMtime = 0.0
-        self.poll()
-        self.pollTimer.start()
-
-    def poll(self) -> gh.RunInfo | None:
-        """Read the followed run folder (metrics.csv, status.json, val_overlay.png)."""
-        if self.runDir is None:
-            return None
-        if self.history.load_csv(self.runDir / "metrics.csv"):
-            self.updatePlot()
-        self.checkOverlay()
-        info = gh.read_run(self.runDir)
-        if not self.isRunning() and info.state != "running":
-            self.pollTimer.stop()
-        return info
-
-    def checkOverlay(self) -> None:
-        """Report val_overlay.png when it was (re)written."""
-        if self.runDir is None:
-            return
-        path = self.runDir / "val_overlay.png"
-        try:
-            mtime = path.stat().st_mtime
-        except OSError:
-            return
-        if mtime != self.overlayMtime:
-            self.overlayMtime = mtime
-            if self.onOverlay:
-                self.onOverlay(str(path))
-
-    def _log(self, text: str) -> None:
-        logging.debug(text)
-        if self.onLog:
-            self.onLog(text)
-
-    # ---------------------------------------------------------------- plot
-
-    def updatePlot(self) -> None:
-        """Copy the metrics history into a table node and show loss and validation Dice in a plot chart."""
-        import numpy as np
-
-        columns = self.history.table()
-        if not columns["epoch"]:
-            return
-        if self.tableNode is None or self.tableNode.GetScene() is None:
-            self.tableNode = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLTableNode", "TrainingMetrics")
-        names = ["epoch", "train_loss", "val_dice"]
-        slicer.util.updateTableFromArray(self.tableNode, [np.asarray(columns[n], dtype=float) for n in names], names)
-        if self.chartNode is None or self.chartNode.GetScene() is None:
-            self.chartNode = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLPlotChartNode", "TrainingCurves")
-            self.chartNode.SetTitle("Training loss and validation Dice")
-            self.chartNode.SetXAxisTitle("epoch")
-            self.chartNode.SetYAxisTitle("loss / Dice")
-            for column, color in (("train_loss", (0.85, 0.3, 0.2)), ("val_dice", (0.2, 0.55, 0.9))):
-                series = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLPlotSeriesNode", column)
-                series.SetAndObserveTableNodeID(self.tableNode.GetID())
-                series.SetXColumnName("epoch")
-                series.SetYColumnName(column)
-                series.SetPlotType(slicer.vtkMRMLPlotSeriesNode.PlotTypeScatter)
-                series.SetMarkerStyle(slicer.vtkMRMLPlotSeriesNode.MarkerStyleCircle)
-                series.SetColor(*color)
-                self.chartNode.AddAndObservePlotSeriesNodeID(series.GetID())
-            if slicer.app.layoutManager() is not None:
-                slicer.modules.plots.logic().ShowChartInLayout(self.chartNode)
-        if self.onMetrics:
-            self.onMetrics(self.history)
-
-    # ---------------------------------------------------------------- installing
-
-    @staticmethod
-    def modelsDir() -> Path:
-        """LungTumorSeg's user models folder (bundles there are listed by the inference module); torch-free."""
-        from LungTumorSegLib.model_names import user_models_dir
-
-        return user_models_dir()
-
-    def installCommands(self, runDirs: list[Path], name: str, overwrite: bool = False) -> list[list[str]]:
-        """``export`` (one run) or ``ensemble`` + ``export`` (several runs, weights searched) into the models folder."""
-        return gh.install_commands(runDirs, self.modelsDir(), name, self.pythonExecutable(), overwrite)
-
-    @staticmethod
-    def refreshInferenceModule() -> bool:
-        """Ask a loaded LungTumorSeg widget to re-list its models; True if one was refreshed."""
-        try:
-            widget = slicer.util.getModuleWidget("LungTumorSeg")
-        except Exception:  # noqa: BLE001 - module not installed or widget not created yet
-            return False
-        for name in ("refreshModels", "refreshModelList", "updateModelList", "populateModels", "onRefreshModels"):
-            method = getattr(widget, name, None)
-            if callable(method):
-                method()
-                return True
-        return False
+        TrainingLogic.__init__(self)
 
 
 #
@@ -388,7 +92,7 @@ class LungTumorSegTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMix
         ScriptedLoadableModuleWidget.__init__(self, parent)
         VTKObservationMixin.__init__(self)
         self.logic = None
-        self.runs: list[gh.RunInfo] = []
+        self.runs: list[monitor.RunInfo] = []
 
     def setup(self):
         ScriptedLoadableModuleWidget.setup(self)
@@ -459,7 +163,7 @@ class LungTumorSegTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMix
             paths.append(labels)
         return [p for p in paths if p]
 
-    def settingsFromGui(self) -> gh.TrainSettings:
+    def settingsFromGui(self) -> commands.TrainSettings:
         """The run settings as the widgets show them."""
         archIndex = self.ui.architectureComboBox.currentIndex
         archs = [["UNet"], ["SwinUNETR"], ["UNet", "SwinUNETR"]][max(0, archIndex)]
@@ -467,7 +171,7 @@ class LungTumorSegTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMix
             patch = [int(v) for v in self.ui.patchSizeLineEdit.text.replace(",", " ").split()]
         except ValueError:
             patch = []
-        return gh.TrainSettings(
+        return commands.TrainSettings(
             data=self.dataPaths(),
             output_dir=self.ui.outputPathLineEdit.currentPath.strip(),
             run_name=self.ui.runNameLineEdit.text.strip(),
@@ -476,7 +180,7 @@ class LungTumorSegTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMix
             batch_size=self.ui.batchSizeSpinBox.value,
             epochs=self.ui.epochsSpinBox.value,
             lr=self.ui.learningRateSpinBox.value,
-            loss=gh.LOSSES[self.ui.lossComboBox.currentText],
+            loss=commands.LOSSES[self.ui.lossComboBox.currentText],
             fold=self.ui.foldSpinBox.value,
             device=self.ui.deviceComboBox.currentText,
             gpus=self.ui.gpusSpinBox.value,
@@ -486,7 +190,7 @@ class LungTumorSegTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMix
             cache="none" if self.ui.presetComboBox.currentText == "Quick CPU check" else "memory",
         )
 
-    def settingsToGui(self, s: gh.TrainSettings) -> None:
+    def settingsToGui(self, s: commands.TrainSettings) -> None:
         """Show ``s`` in the widgets."""
         index = 2 if len(s.archs) > 1 else (1 if s.archs == ["SwinUNETR"] else 0)
         self.ui.architectureComboBox.currentIndex = index
@@ -494,7 +198,7 @@ class LungTumorSegTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMix
         self.ui.batchSizeSpinBox.value = s.batch_size
         self.ui.epochsSpinBox.value = s.epochs
         self.ui.learningRateSpinBox.value = s.lr
-        self.ui.lossComboBox.currentText = {v: k for k, v in gh.LOSSES.items()}[s.loss]
+        self.ui.lossComboBox.currentText = {v: k for k, v in commands.LOSSES.items()}[s.loss]
         self.ui.foldSpinBox.value = s.fold
         self.ui.deviceComboBox.currentText = s.device
         self.ui.gpusSpinBox.value = s.gpus
@@ -504,16 +208,16 @@ class LungTumorSegTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMix
 
     def onApplyPreset(self, _checked=False) -> None:
         name = self.ui.presetComboBox.currentText
-        if name in gh.PRESETS:
-            self.settingsToGui(gh.apply_preset(self.settingsFromGui(), name))
+        if name in commands.PRESETS:
+            self.settingsToGui(commands.apply_preset(self.settingsFromGui(), name))
 
-    def onValidate(self, _checked=False) -> gh.DatasetSummary | None:
+    def onValidate(self, _checked=False) -> datasets.DatasetSummary | None:
         if not self.logic.ensureDependencies():
             self.ui.datasetSummaryLabel.text = "The Python packages are missing: see docs/slicer-module.md."
             return None
         qt.QApplication.setOverrideCursor(qt.Qt.WaitCursor)
         try:
-            summary = gh.validate_dataset(self.dataPaths())
+            summary = datasets.validate_dataset(self.dataPaths())
         finally:
             qt.QApplication.restoreOverrideCursor()
         self.ui.datasetSummaryLabel.text = summary.text()
@@ -538,7 +242,7 @@ class LungTumorSegTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMix
             return
         if not summary.ok:
             problems.append("The dataset check failed (see the Dataset section).")
-        existing = [d for d in settings.run_dirs() if gh.is_run_dir(d)]
+        existing = [d for d in settings.run_dirs() if monitor.is_run_dir(d)]
         if existing:
             problems.append(f"{existing[0]} already holds a run: choose another run name, or Resume it.")
         if problems:
@@ -546,8 +250,8 @@ class LungTumorSegTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMix
             return
         qt.QSettings().setValue("LungTumorSegTraining/outputDir", settings.output_dir)
         self.ui.logTextEdit.clear()
-        commands = gh.training_commands(settings, self.logic.pythonExecutable())
-        self.logic.start(commands, settings.run_dirs())
+        commandLines = commands.training_commands(settings, self.logic.pythonExecutable())
+        self.logic.start(commandLines, settings.run_dirs())
         self.ui.statusLabel.text = f"Training {', '.join(settings.archs)} into {settings.output_dir}"
         self.updateButtons()
 
@@ -559,7 +263,7 @@ class LungTumorSegTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMix
         self.logic.stop()
         self.ui.statusLabel.text = "Stopping (writing a checkpoint)..."
 
-    def selectedRuns(self) -> list[gh.RunInfo]:
+    def selectedRuns(self) -> list[monitor.RunInfo]:
         rows = sorted({index.row() for index in self.ui.runsTableWidget.selectedIndexes()})
         return [self.runs[r] for r in rows if r < len(self.runs)]
 
@@ -572,7 +276,7 @@ class LungTumorSegTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMix
         if not self.logic.ensureDependencies():
             return
         self.ui.logTextEdit.clear()
-        command = gh.resume_command(run.path, self.logic.pythonExecutable(), self.ui.gpusSpinBox.value)
+        command = commands.resume_command(run.path, self.logic.pythonExecutable(), self.ui.gpusSpinBox.value)
         self.logic.start([command], [run.path])
         self.ui.statusLabel.text = f"Resuming {run.name}"
         self.updateButtons()
@@ -620,7 +324,7 @@ class LungTumorSegTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMix
 
     def refreshRuns(self, _checked=False) -> None:
         self.runs = (
-            gh.discover_runs(self.ui.outputPathLineEdit.currentPath.strip())
+            monitor.discover_runs(self.ui.outputPathLineEdit.currentPath.strip())
             if self.ui.outputPathLineEdit.currentPath
             else []
         )
@@ -661,12 +365,12 @@ class LungTumorSegTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMix
                 return
             overwrite = True
         try:
-            commands = self.logic.installCommands([r.path for r in runs], name, overwrite)
+            installLines = self.logic.installCommands([r.path for r in runs], name, overwrite)
         except ValueError as exc:
             slicer.util.errorDisplay(str(exc))
             return
         self.logic.onFinished = self.installFinished
-        self.logic.start(commands)
+        self.logic.start(installLines)
         self.ui.statusLabel.text = f"Installing {name} from {', '.join(r.name for r in runs)}..."
         self.updateButtons()
 
@@ -678,106 +382,3 @@ class LungTumorSegTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMix
             self.ui.statusLabel.text = "Model installed" + (" and LungTumorSeg refreshed." if refreshed else ".")
         else:
             self.ui.statusLabel.text = f"Install failed (exit code {exitCode}): see the log."
-
-
-#
-# Test
-#
-
-
-class LungTumorSegTrainingTest(ScriptedLoadableModuleTest):
-    """Short CPU checks (well under a minute): dependencies first, then train a few steps, Stop (the stop file)
-    with a checkpoint, Resume to the end, plot, and install the model so LungTumorSeg lists it."""
-
-    def setUp(self):
-        slicer.mrmlScene.Clear()
-
-    def runTest(self):
-        self.setUp()
-        self.test_DependenciesInstalled()
-        self.setUp()
-        self.test_QuickTrainingStopResumeAndInstall()
-
-    @staticmethod
-    def tinyPairs() -> list[tuple[Path, Path]]:
-        """Three LIDC crops (different patients) from the shared data, else the module's demo nodule twice."""
-        shared = MODULE_DIR.parent.parent / "shared" / "data" / "lidc-nodule-crops"
-        if (shared / "image").is_dir():
-            pairs, patients = [], set()
-            for image in sorted((shared / "image").glob("*.nii.gz")):
-                patient = image.name.split("_")[0]
-                label = shared / "mask" / image.name
-                if patient not in patients and label.is_file():
-                    pairs.append((image, label))
-                    patients.add(patient)
-                if len(pairs) == 3:
-                    return pairs
-        # source tree: ../LungTumorSeg/Resources/Sample; installed extension: both modules share Resources/
-        candidates = [MODULE_DIR.parent / "LungTumorSeg" / "Resources" / "Sample", MODULE_DIR / "Resources" / "Sample"]
-        sample = next((c for c in candidates if (c / "demo_nodule.nii.gz").is_file()), candidates[0])
-        return [(sample / "demo_nodule.nii.gz", sample / "demo_nodule_mask.nii.gz")] * 2
-
-    def test_DependenciesInstalled(self):
-        self.delayDisplay("Checking the Python packages (installing the missing ones)")
-        self.assertTrue(
-            LungTumorSegTrainingLogic.ensureDependencies(askConfirmation=False),
-            "the training engine's Python packages are missing and could not be installed (see the log)",
-        )
-
-    def test_QuickTrainingStopResumeAndInstall(self):
-        import tempfile
-
-        from LungTumorSegLib.model_names import list_bundles
-
-        self.delayDisplay("Quick CPU training: stop, resume, install")
-        started = time.time()
-        work = Path(tempfile.mkdtemp(prefix="LungTumorSegTrainingTest-"))
-        dataset = gh.build_tiny_msd(work / "tiny", self.tinyPairs())
-        summary = gh.validate_dataset([str(dataset)])
-        self.assertTrue(summary.ok, summary.text())
-        settings = gh.apply_preset(
-            gh.TrainSettings(data=[str(dataset)], output_dir=str(work / "runs")), "Quick CPU check"
-        )
-        settings.run_name, settings.patch_size, settings.epochs, settings.steps_per_epoch = "quick", [32, 32, 16], 2, 2
-        runDir = settings.run_dirs()[0]
-
-        logic = LungTumorSegTrainingLogic()
-        finished, progress = [], []
-        logic.onFinished = lambda code, ok: finished.append((code, ok))
-        logic.onProgress = lambda fraction, message: progress.append(message)
-        logic.start(gh.training_commands(settings, logic.pythonExecutable()), settings.run_dirs())
-        while not progress and logic.isRunning():
-            slicer.app.processEvents()
-            time.sleep(0.05)
-        logic.stop()  # the Stop button: the stop file, on every OS
-        self.assertTrue(logic.waitForFinished(120000), "the run did not stop")
-        run = gh.read_run(runDir)
-        self.assertEqual(finished[-1][0], 0, "a requested stop exits cleanly")
-        self.assertEqual(run.state, "stopped", run.summary())
-        self.assertTrue(run.resumable, "a stopped run keeps checkpoints/last.pt")
-
-        logic.start([gh.resume_command(runDir, logic.pythonExecutable())], [runDir])
-        self.assertTrue(logic.waitForFinished(300000), "the resumed run did not finish")
-        self.assertEqual(finished[-1], (0, True))
-        run = gh.read_run(runDir)
-        self.assertEqual(run.state, "finished")
-        self.assertIsNotNone(logic.tableNode)
-        self.assertGreaterEqual(logic.tableNode.GetNumberOfRows(), 1)
-        self.assertEqual(logic.chartNode.GetNumberOfPlotSeriesNodes(), 2)
-
-        previous = os.environ.get("LUNGTUMORSEG_MODELS")
-        os.environ["LUNGTUMORSEG_MODELS"] = str(work / "models")
-        try:
-            name = "selftest-quick"
-            logic.start(logic.installCommands([run.path], name, overwrite=True))
-            self.assertTrue(logic.waitForFinished(300000), "install did not finish")
-            self.assertEqual(finished[-1], (0, True))
-            self.assertIn(name, list_bundles())
-            logic.refreshInferenceModule()
-        finally:
-            if previous is None:
-                os.environ.pop("LUNGTUMORSEG_MODELS", None)
-            else:
-                os.environ["LUNGTUMORSEG_MODELS"] = previous
-        shutil.rmtree(work, ignore_errors=True)
-        self.delayDisplay(f"Stopped, resumed and installed in {time.time() - started:.0f} s")

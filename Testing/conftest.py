@@ -12,9 +12,9 @@ import pytest
 import torch
 from nibabel import orientations as ornt
 
-from LungTumorSegLib.bundle_writer import MemberWeights, write_bundle
-from LungTumorSegLib.networks import build_network
-from LungTumorSegLib.volume import Volume
+from LungTumorSegLib.core.volume import Volume
+from LungTumorSegLib.model.bundle_writer import MemberWeights, write_bundle
+from LungTumorSegLib.model.networks import build_network
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"

@@ -14,8 +14,8 @@ import numpy as np
 from scipy import ndimage
 from scipy.spatial.transform import Rotation
 
-from LungTumorSegLib.image_io import load_volume
-from LungTumorSegLib.volume import Volume
+from LungTumorSegLib.core.volume import Volume
+from LungTumorSegLib.io.image_io import load_volume
 
 LIDC_0003 = "chest-ct/lidc-idri-0003"
 MOVE_MM = np.array([6.0, 6.0, np.sqrt(100.0 - 72.0)])  # 10 mm in all three directions
@@ -92,7 +92,7 @@ def with_pasted_nodule(ct: Volume, label: Volume, crops: Path, name: str, away_m
     The site is the lung voxel deepest inside the lung among those at least ``away_mm`` from every
     lesion of ``label``. Returns the new CT, the new label, and the nodule's centre (RAS).
     """
-    from LungTumorSegTrainingLib.lesion_paste import Lesion, lung_mask, paste, resize_lesion
+    from LungTumorSegTrainingLib.data.lesion_paste import Lesion, lung_mask, paste, resize_lesion
 
     image, mask = load_volume(crops / "image" / name), load_volume(crops / "mask" / name, dtype=None)
     nodule = resize_lesion(Lesion(image.array, mask.array > 0, tuple(image.spacing)), ct.spacing, 1.0)

@@ -8,7 +8,7 @@ import resource
 import pytest
 import torch
 
-from LungTumorSegLib.allocator import OPT_OUT_ENV, retained_heap
+from LungTumorSegLib.core.allocator import OPT_OUT_ENV, retained_heap
 
 glibc_only = pytest.mark.skipif(
     platform.system() != "Linux" or platform.libc_ver()[0] != "glibc", reason="glibc malloc tuning"

@@ -28,13 +28,13 @@ import torch
 from conftest import DEMO_CT, ROOT, make_pointwise_bundle, shared, synthetic_chest
 from dicom_series import write_ct_series
 
-from LungTumorSegLib.cli import main
-from LungTumorSegLib.errors import InputError
-from LungTumorSegLib.image_io import load_volume
-from LungTumorSegLib.image_names import unique_stems
-from LungTumorSegLib.input_files import load_ct
-from LungTumorSegLib.volume import Volume
-from LungTumorSegTrainingLib import cli as train_cli
+from LungTumorSegLib.cli.main import main
+from LungTumorSegLib.core.errors import InputError
+from LungTumorSegLib.core.volume import Volume
+from LungTumorSegLib.io.image_io import load_volume
+from LungTumorSegLib.io.image_names import unique_stems
+from LungTumorSegLib.io.input_files import load_ct
+from LungTumorSegTrainingLib.cli import main as train_cli
 
 SPACING = (1.5, 1.5, 2.5)
 

@@ -10,8 +10,8 @@ import pytest
 import torch
 from conftest import make_pointwise_bundle
 
-from LungTumorSegLib.bundle import find_bundle, list_bundles, load_state_dict, read_bundle
-from LungTumorSegLib.errors import BundleError
+from LungTumorSegLib.core.errors import BundleError
+from LungTumorSegLib.model.bundle import find_bundle, list_bundles, load_state_dict, read_bundle
 
 
 def test_bundled_models_load_and_verify():
@@ -96,7 +96,8 @@ def test_a_member_can_keep_its_own_sliding_window(tmp_path):
     import numpy as np
     from conftest import pointwise_probability, synthetic_chest
 
-    from LungTumorSegLib.pipeline import SegmentOptions, segment
+    from LungTumorSegLib.segmentation.options import SegmentOptions
+    from LungTumorSegLib.segmentation.pipeline import segment
 
     path = make_pointwise_bundle(tmp_path / "pw", (1.5, 1.5, 2.5), patch=(32, 32, 32))
     manifest = json.loads((path / "manifest.json").read_text())
@@ -113,7 +114,7 @@ def test_a_member_can_keep_its_own_sliding_window(tmp_path):
 
 def test_export_keeps_the_training_patch_for_swinunetr_members_only(tmp_path):
     from LungTumorSegTrainingLib.config import TrainConfig
-    from LungTumorSegTrainingLib.export import Member, member_patch_size
+    from LungTumorSegTrainingLib.training.export import Member, member_patch_size
 
     swin = Member("swin", tmp_path / "s.pt", TrainConfig(arch="SwinUNETR", patch_size=[64, 32, 32]), {})
     unet = Member("unet", tmp_path / "u.pt", TrainConfig(arch="UNet", patch_size=[64, 64, 32]), {})

@@ -8,11 +8,12 @@ import numpy as np
 import pytest
 from conftest import DEMO_NODULE, DEMO_NODULE_MASK, shared
 
-from LungTumorSegLib.bundle import find_bundle
-from LungTumorSegLib.cli import main
-from LungTumorSegLib.image_io import load_volume
-from LungTumorSegLib.metrics import dice
-from LungTumorSegLib.pipeline import SegmentOptions, segment
+from LungTumorSegLib.cli.main import main
+from LungTumorSegLib.io.image_io import load_volume
+from LungTumorSegLib.measurements.metrics import dice
+from LungTumorSegLib.model.bundle import find_bundle
+from LungTumorSegLib.segmentation.options import SegmentOptions
+from LungTumorSegLib.segmentation.pipeline import segment
 
 HELD_OUT_CASES = 12
 DICE_FLOOR = 0.6

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from conftest import DEMO_CT, assert_outputs_kept_unless_overwrite, make_pointwise_bundle, shared
 
-from LungTumorSegLib.cli import main
-from LungTumorSegLib.image_io import load_volume
+from LungTumorSegLib.cli.main import main
+from LungTumorSegLib.io.image_io import load_volume
 
 
 @pytest.fixture(scope="module")

@@ -12,8 +12,8 @@ import slicerio
 from conftest import DEMO_NODULE, make_pointwise_bundle, shared
 from dicom_series import ct_slab, downsampled, write_ct_series
 
-from LungTumorSegLib.cli import main
-from LungTumorSegLib.image_io import load_volume
+from LungTumorSegLib.cli.main import main
+from LungTumorSegLib.io.image_io import load_volume
 
 R01 = "chest-ct/nsclc-radiogenomics-R01-001/ct.nii.gz"
 
@@ -112,7 +112,7 @@ def test_folder_of_folders_is_a_batch_and_flags_choose_the_files(tmp_path, capsy
 
 
 def test_seg_nrrd_on_request_for_nifti_and_dicom_seg_refused(tmp_path, capsys, fast_bundle, slab):
-    from LungTumorSegLib.image_io import save_volume
+    from LungTumorSegLib.io.image_io import save_volume
 
     ct = save_volume(slab, tmp_path / "ct.nii.gz")
     out = tmp_path / "out"

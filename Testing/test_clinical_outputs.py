@@ -11,16 +11,20 @@ from conftest import shared
 from dicom_series import ct_slab, write_ct_series
 from pydicom.uid import Comprehensive3DSRStorage, SegmentationStorage
 
-from LungTumorSegLib.clinical_outputs import ClinicalOutputs, engine_run_info, on_grid, write_dicom_outputs
-from LungTumorSegLib.dicom_cases import dicom_cases
-from LungTumorSegLib.dicom_io import read_ct_series
-from LungTumorSegLib.dicom_seg import AlgorithmInfo, write_dicom_seg
-from LungTumorSegLib.dicom_sr import write_measurement_report
-from LungTumorSegLib.errors import InputError, OutputError
-from LungTumorSegLib.measurements import measure_lesions
-from LungTumorSegLib.seg_nrrd import write_seg_nrrd
-from LungTumorSegLib.slicer_helpers import LUNG_TUMOR_COLOR, LUNG_TUMOR_SEGMENT_NAME, LUNG_TUMOR_TERMINOLOGY
-from LungTumorSegLib.volume import Volume
+from LungTumorSegLib.clinical.clinical_outputs import ClinicalOutputs, engine_run_info, on_grid, write_dicom_outputs
+from LungTumorSegLib.clinical.dicom_seg import AlgorithmInfo, write_dicom_seg
+from LungTumorSegLib.clinical.dicom_sr import write_measurement_report
+from LungTumorSegLib.clinical.seg_nrrd import write_seg_nrrd
+from LungTumorSegLib.clinical.terminology import (
+    LUNG_TUMOR_COLOR,
+    LUNG_TUMOR_SEGMENT_NAME,
+    LUNG_TUMOR_TERMINOLOGY,
+)
+from LungTumorSegLib.core.errors import InputError, OutputError
+from LungTumorSegLib.core.volume import Volume
+from LungTumorSegLib.io.dicom_cases import dicom_cases
+from LungTumorSegLib.io.dicom_io import read_ct_series
+from LungTumorSegLib.measurements.lesion_measurements import measure_lesions
 
 R01 = "chest-ct/nsclc-radiogenomics-R01-001/ct.nii.gz"
 ALGORITHM = AlgorithmInfo("lungtumorseg-ensemble", "0.2.1")

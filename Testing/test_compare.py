@@ -22,10 +22,10 @@ from followup_pairs import (
     with_pasted_nodule,
 )
 
-from LungTumorSegLib.compare import compare, time_point
-from LungTumorSegLib.measurements import find_lesions, measure_lesions
-from LungTumorSegLib.registration import register
-from LungTumorSegLib.volume import Volume
+from LungTumorSegLib.core.volume import Volume
+from LungTumorSegLib.followup.compare import compare, time_point
+from LungTumorSegLib.followup.registration import register
+from LungTumorSegLib.measurements.lesion_measurements import find_lesions, measure_lesions
 
 
 @pytest.fixture(scope="module")

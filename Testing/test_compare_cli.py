@@ -22,9 +22,9 @@ from conftest import (
 from followup_pairs import LIDC_0003, downsampled_case, eroded_in_plane, moved, rigid_move
 from matplotlib.image import imread
 
-from LungTumorSegLib.cli import main
-from LungTumorSegLib.image_io import load_volume, save_volume
-from LungTumorSegLib.volume import Volume
+from LungTumorSegLib.cli.main import main
+from LungTumorSegLib.core.volume import Volume
+from LungTumorSegLib.io.image_io import load_volume, save_volume
 
 
 @pytest.fixture(scope="module")
@@ -130,7 +130,7 @@ def test_a_label_off_the_ct_grid_is_a_one_line_error_that_writes_nothing(tmp_pat
 
 def test_a_dicom_series_folder_is_read_as_segment_reads_it(tmp_path, capsys):
     """The baseline is a DICOM series folder (the engine's DICOM reader), the follow-up a NIfTI of the same scan."""
-    from LungTumorSegLib.demo_dicom import write_series
+    from LungTumorSegLib.io.demo_dicom import write_series
 
     ct, mask = load_volume(DEMO_NODULE), load_volume(DEMO_NODULE_MASK, dtype=None)
     write_series(ct, tmp_path / "dicom" / "ct")

@@ -12,10 +12,11 @@ from __future__ import annotations
 import pytest
 from conftest import SHARED_DATA, shared
 
-from LungTumorSegLib.bundle import find_bundle
-from LungTumorSegLib.model_names import DEFAULT_MODELS
-from LungTumorSegLib.pipeline import SegmentOptions
-from LungTumorSegTrainingLib.whole_ct import CONTEXT_ROIS_MM, context_sweep, find_whole_ct_cases
+from LungTumorSegLib.model.bundle import find_bundle
+from LungTumorSegLib.model.model_names import DEFAULT_MODELS
+from LungTumorSegLib.segmentation.options import SegmentOptions
+from LungTumorSegTrainingLib.evaluation.whole_ct import CONTEXT_ROIS_MM, context_sweep
+from LungTumorSegTrainingLib.evaluation.whole_ct_cases import find_whole_ct_cases
 
 MAX_DICE_CHANGE = 0.05
 MIN_DICE = 0.6

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from conftest import ROOT
 
-from LungTumorSegLib import dependencies as deps
+from LungTumorSegLib.slicer_glue import dependencies as deps
 
 ENGINE_PACKAGES = {
     "LungTumorSegLib": ROOT / "LungTumorSeg" / "LungTumorSegLib",
@@ -69,9 +69,18 @@ def engine_imports() -> dict[tuple[str, str | None], list[str]]:
     return found
 
 
+# Modules of Slicer's own application (the Slicer glue's MRML Logic runs there; test_architecture keeps them there).
+SLICER_APPLICATION = ("slicer", "qt", "ctk", "ScreenCapture", "SampleData", "PyTorchUtils")
+
+
 def third_party(module: str) -> bool:
     top = module.split(".")[0]
-    return top not in sys.stdlib_module_names and top not in ENGINE_PACKAGES and top != "__future__"
+    return (
+        top not in sys.stdlib_module_names
+        and top not in ENGINE_PACKAGES
+        and top not in SLICER_APPLICATION
+        and top != "__future__"
+    )
 
 
 def closure(requirements: list[str]) -> set[str]:

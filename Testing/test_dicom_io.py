@@ -10,10 +10,10 @@ from dicom_series import ct_slab, downsampled, read_back_order, rotated, tilted,
 from pydicom.encaps import encapsulate
 from pydicom.uid import MPEG2MPML, JPEGLosslessSV1, RLELossless
 
-from LungTumorSegLib.dicom_cases import dicom_cases, dicom_inputs
-from LungTumorSegLib.dicom_io import read_ct_series, series_grid, series_in_folder
-from LungTumorSegLib.errors import InputError
-from LungTumorSegLib.volume import Volume
+from LungTumorSegLib.core.errors import InputError
+from LungTumorSegLib.core.volume import Volume
+from LungTumorSegLib.io.dicom_cases import dicom_cases, dicom_inputs
+from LungTumorSegLib.io.dicom_io import read_ct_series, series_grid, series_in_folder
 
 R01 = "chest-ct/nsclc-radiogenomics-R01-001/ct.nii.gz"
 

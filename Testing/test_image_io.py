@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from conftest import reoriented, shared
 
-from LungTumorSegLib.errors import InputError, OutputError
-from LungTumorSegLib.image_io import load_volume, save_volume
-from LungTumorSegLib.orientation import Reorientation
+from LungTumorSegLib.core.errors import InputError, OutputError
+from LungTumorSegLib.core.orientation import Reorientation
+from LungTumorSegLib.io.image_io import load_volume, save_volume
 
 
 @pytest.fixture(scope="module")

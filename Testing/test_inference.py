@@ -17,12 +17,19 @@ from conftest import (
 )
 from scipy import ndimage
 
-from LungTumorSegLib.bundle import read_bundle
-from LungTumorSegLib.inference import InferenceSettings, _sliding_window, predict_ensemble, tta_flips, window_count
-from LungTumorSegLib.networks import build_network
-from LungTumorSegLib.pipeline import SegmentOptions, segment
-from LungTumorSegLib.resampling import resample
-from LungTumorSegLib.uncertainty import binary_entropy, mutual_information
+from LungTumorSegLib.core.resampling import resample
+from LungTumorSegLib.model.bundle import read_bundle
+from LungTumorSegLib.model.inference import (
+    InferenceSettings,
+    _sliding_window,
+    predict_ensemble,
+    tta_flips,
+    window_count,
+)
+from LungTumorSegLib.model.networks import build_network
+from LungTumorSegLib.model.uncertainty import binary_entropy, mutual_information
+from LungTumorSegLib.segmentation.options import SegmentOptions
+from LungTumorSegLib.segmentation.pipeline import segment
 
 
 def test_entropy_is_in_bits_with_maximum_at_one_half():

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from LungTumorSegLib.compare import CompareOptions, compare, lesion_ids, time_point
-from LungTumorSegLib.lesion_matching import match_lesions, overlap_counts
-from LungTumorSegLib.measurements import find_lesions
-from LungTumorSegLib.volume import Volume
+from LungTumorSegLib.core.volume import Volume
+from LungTumorSegLib.followup.compare import CompareOptions, compare, lesion_ids, time_point
+from LungTumorSegLib.followup.lesion_matching import match_lesions, overlap_counts
+from LungTumorSegLib.measurements.lesion_measurements import find_lesions
 
 
 def test_overlap_counts_equal_a_brute_force_count():

@@ -6,9 +6,9 @@ import numpy as np
 from conftest import shared
 from scipy import ndimage
 
-from LungTumorSegLib.image_io import load_volume
-from LungTumorSegLib.lungfield import lung_field
-from LungTumorSegLib.orientation import Reorientation
+from LungTumorSegLib.core.orientation import Reorientation
+from LungTumorSegLib.io.image_io import load_volume
+from LungTumorSegLib.segmentation.lungfield import lung_field
 
 
 def test_lung_field_of_the_4dlung_ct_holds_the_tumour():

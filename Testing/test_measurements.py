@@ -1,4 +1,4 @@
-"""Tests of LungTumorSegLib.measurements on analytic shapes and on the real 4D-Lung GTV."""
+"""Tests of LungTumorSegLib.measurements.lesion_measurements on analytic shapes and on the real 4D-Lung GTV."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from LungTumorSegLib.errors import InputError
-from LungTumorSegLib.image_io import load_volume
-from LungTumorSegLib.measurements import axial_voxel_axis, find_lesions, measure_lesions
-from LungTumorSegLib.volume import Volume
+from LungTumorSegLib.core.errors import InputError
+from LungTumorSegLib.core.volume import Volume
+from LungTumorSegLib.io.image_io import load_volume
+from LungTumorSegLib.measurements.lesion_measurements import axial_voxel_axis, find_lesions, measure_lesions
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 GTV_DIR = DATA / "chest-ct" / "4dlung-113_HM10395-phase40"

@@ -1,4 +1,4 @@
-"""Tests of LungTumorSegLib.metrics: overlap, surface distances, detection, evaluate()."""
+"""Tests of LungTumorSegLib.measurements.metrics: overlap, surface distances, detection, evaluate()."""
 
 from __future__ import annotations
 
@@ -8,9 +8,10 @@ import math
 import numpy as np
 import pytest
 
-from LungTumorSegLib.errors import InputError
-from LungTumorSegLib.measurements import find_lesions
-from LungTumorSegLib.metrics import (
+from LungTumorSegLib.core.errors import InputError
+from LungTumorSegLib.core.volume import Volume
+from LungTumorSegLib.measurements.lesion_measurements import find_lesions
+from LungTumorSegLib.measurements.metrics import (
     dice,
     evaluate,
     hausdorff_distance,
@@ -19,7 +20,6 @@ from LungTumorSegLib.metrics import (
     relative_volume_error,
     surface_distances,
 )
-from LungTumorSegLib.volume import Volume
 
 SPACING = np.array([0.8, 0.7, 2.0])
 SHAPE = (60, 60, 30)

@@ -1,4 +1,6 @@
-"""Process control of the Slicer modules (LungTumorSegLib.process): Cancel ends the launcher and the engine it started.
+"""Process control of the Slicer modules (LungTumorSegLib.slicer_glue.process).
+
+Cancel ends the launcher and the engine it started.
 
 PythonSlicer is a launcher that starts the real interpreter as a child; the scripts below do the same, so the
 tests see exactly the process tree the modules see inside Slicer.
@@ -16,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from LungTumorSegLib import process
+from LungTumorSegLib.slicer_glue import process
 
 LAUNCHER = """
 import os, subprocess, sys

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from LungTumorSegLib.lesion_matching import LesionMatch
-from LungTumorSegLib.measurements import measure_lesions
-from LungTumorSegLib.recist_response import assess_response, classify
-from LungTumorSegLib.volume import Volume
+from LungTumorSegLib.core.volume import Volume
+from LungTumorSegLib.followup.lesion_matching import LesionMatch
+from LungTumorSegLib.followup.recist_response import assess_response, classify
+from LungTumorSegLib.measurements.lesion_measurements import measure_lesions
 
 
 @pytest.mark.parametrize(

@@ -7,7 +7,8 @@ import pytest
 import SimpleITK as sitk
 from conftest import reoriented, synthetic_chest
 
-from LungTumorSegLib.registration import (
+from LungTumorSegLib.core.volume import Volume
+from LungTumorSegLib.followup.registration import (
     Alignment,
     RegistrationSettings,
     boundary_distances,
@@ -16,7 +17,6 @@ from LungTumorSegLib.registration import (
     sitk_affine,
     to_sitk,
 )
-from LungTumorSegLib.volume import Volume
 
 
 @pytest.mark.parametrize("codes", ["RAS", "LPS", "SLP"])

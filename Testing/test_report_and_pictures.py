@@ -15,13 +15,13 @@ import pytest
 from matplotlib import image as mpimg
 from scipy import ndimage
 
-from LungTumorSegLib.cli_measure import add_evaluate_parser, add_measure_parser, image_stem
-from LungTumorSegLib.errors import InputError, OutputError
-from LungTumorSegLib.image_io import load_volume
-from LungTumorSegLib.measurements import measure_lesions
-from LungTumorSegLib.overlay import largest_area_slice, overlay_png, radiological_slice, write_overlay_png
-from LungTumorSegLib.report import RESEARCH_USE_LINE, write_html_report, write_measurement_tables
-from LungTumorSegLib.volume import Volume
+from LungTumorSegLib.cli.measure import add_evaluate_parser, add_measure_parser, image_stem
+from LungTumorSegLib.core.errors import InputError, OutputError
+from LungTumorSegLib.core.volume import Volume
+from LungTumorSegLib.io.image_io import load_volume
+from LungTumorSegLib.measurements.lesion_measurements import measure_lesions
+from LungTumorSegLib.reporting.overlay import largest_area_slice, overlay_png, radiological_slice, write_overlay_png
+from LungTumorSegLib.reporting.report import RESEARCH_USE_LINE, write_html_report, write_measurement_tables
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 GTV_DIR = DATA / "chest-ct" / "4dlung-113_HM10395-phase40"
@@ -127,7 +127,7 @@ def test_overlay_png(real_case, tmp_path):
 
 
 def test_snapshot_headless(real_case, crude_lung, tmp_path, monkeypatch):
-    from LungTumorSegLib.rendering import offscreen_window_class, snapshot_png, write_snapshot_png
+    from LungTumorSegLib.reporting.rendering import offscreen_window_class, snapshot_png, write_snapshot_png
 
     monkeypatch.delenv("DISPLAY", raising=False)
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)

@@ -1,4 +1,4 @@
-"""The demo samples in Slicer's Sample Data module (LungTumorSegLib.sample_data): local file URIs, checksums."""
+"""The demo samples in Slicer's Sample Data module (slicer_glue.sample_data): local file URIs, checksums."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 from conftest import ROOT
 
-from LungTumorSegLib import sample_data
+from LungTumorSegLib.slicer_glue import sample_data
 
 # registerCustomSampleDataSource's keywords in both Slicer 5.4-5.6 and 5.8-5.12 (Modules/Scripted/SampleData/
 # SampleData.py; 5.8 renamed loadFileType to loadFileTypes, so the sources pass neither: the default reader loads

@@ -1,4 +1,4 @@
-"""The Slicer batch script's decisions (LungTumorSegLib.slicer_batch) and its DICOM self-test input (demo_dicom).
+"""The Slicer batch script's decisions (LungTumorSegLib.slicer_glue.batch) and its DICOM self-test input (demo_dicom).
 
 Inside Slicer the script loads one series at a time with DICOMUtils.loadSeriesByUID and segments only CT volumes;
 its self-test (LungTumorSegTest.test_BatchScriptSegmentsDicomSeriesOneByOne) runs it on the series written here.
@@ -14,10 +14,10 @@ import pydicom
 import pytest
 from conftest import DEMO_NODULE, ROOT
 
-from LungTumorSegLib import slicer_batch
-from LungTumorSegLib.demo_dicom import write_series
-from LungTumorSegLib.image_io import load_volume
-from LungTumorSegLib.volume import Volume
+from LungTumorSegLib.core.volume import Volume
+from LungTumorSegLib.io.demo_dicom import write_series
+from LungTumorSegLib.io.image_io import load_volume
+from LungTumorSegLib.slicer_glue import batch as slicer_batch
 
 SCRIPT = ROOT / "LungTumorSeg" / "Scripts" / "lungtumorseg_slicer_batch.py"
 

@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 from conftest import ROOT, synthetic_chest
 
-from LungTumorSegLib.image_io import save_volume
-from LungTumorSegLib.slicer_compare_helpers import (
+from LungTumorSegLib.core.volume import Volume
+from LungTumorSegLib.io.image_io import save_volume
+from LungTumorSegLib.slicer_glue.compare_helpers import (
     CompareSettings,
     build_compare_command,
     comparison_rows,
@@ -20,8 +21,7 @@ from LungTumorSegLib.slicer_compare_helpers import (
     run_engine,
     tumor_segment_ids,
 )
-from LungTumorSegLib.slicer_helpers import engine_environment
-from LungTumorSegLib.volume import Volume
+from LungTumorSegLib.slicer_glue.segment_helpers import engine_environment
 
 
 def test_the_command_names_every_choice():

@@ -1,4 +1,4 @@
-"""The "Compare with baseline" section's .ui: it loads, and it has every widget LungTumorSeg.py uses from it."""
+"""The "Compare with baseline" section's .ui: it loads, and it has every widget its section class uses from it."""
 
 from __future__ import annotations
 
@@ -7,21 +7,22 @@ import ast
 import test_slicer_module as module_tests
 
 COMPARE_UI = module_tests.MODULE_DIR / "Resources" / "UI" / "LungTumorSegCompare.ui"
+COMPARE_SECTION = module_tests.MODULE_DIR / "LungTumorSegWidgets" / "compare_section.py"
 
 
 def _compare_ui_names_used_by_module() -> set[str]:
-    """``self.compareUi.X`` and ``ui.X`` in the methods that bind ``ui = self.compareUi``."""
+    """``self.ui.X`` and ``ui.X`` in the methods of CompareSection that bind ``ui = self.ui``."""
 
     def is_compare_ui(node: ast.AST) -> bool:
         return (
             isinstance(node, ast.Attribute)
-            and node.attr == "compareUi"
+            and node.attr == "ui"
             and isinstance(node.value, ast.Name)
             and node.value.id == "self"
         )
 
     names = set()
-    tree = ast.parse(module_tests.MODULE_PY.read_text(encoding="utf-8"))
+    tree = ast.parse(COMPARE_SECTION.read_text(encoding="utf-8"))
     for function in ast.walk(tree):
         if not isinstance(function, ast.FunctionDef):
             continue
@@ -44,7 +45,7 @@ def test_compare_ui_loads_and_has_every_widget_the_module_uses(monkeypatch):
     used = _compare_ui_names_used_by_module()
     assert {"compareButton", "baselineVolumeSelector", "followupVolumeSelector", "compareTableView"} <= used
     missing = sorted(used - set(loaded["widgets"]))
-    assert not missing, f"LungTumorSeg.py uses widgets missing from LungTumorSegCompare.ui: {missing}"
+    assert not missing, f"compare_section.py uses widgets missing from LungTumorSegCompare.ui: {missing}"
     assert loaded["widgets"]["compareTableView"] == "qMRMLTableView"
     assert loaded["widgets"]["baselineSegmentationSelector"] == "qMRMLNodeComboBox"
 

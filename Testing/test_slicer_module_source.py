@@ -25,8 +25,24 @@ ENGINE_PACKAGES = ("LungTumorSegLib", "LungTumorSegTrainingLib")
 NOT_IN_STOCK_SLICER = ("torch", "monai", "nibabel", "nrrd", "safetensors", "tqdm", "matplotlib", "tensorboard")
 
 
+# The Slicer-facing code of each module: its module file, its Slicer glue in the Lib and its panel sections.
+GLUE = {
+    "LungTumorSeg": [
+        *sorted((ROOT / "LungTumorSeg" / "LungTumorSegLib" / "slicer_glue").glob("*.py")),
+        *sorted((ROOT / "LungTumorSeg" / "LungTumorSegWidgets").glob("*.py")),
+    ],
+    "LungTumorSegTraining": sorted(
+        (ROOT / "LungTumorSegTraining" / "LungTumorSegTrainingLib" / "slicer_glue").glob("*.py")
+    ),
+}
+
+
 def tree(module: str) -> ast.Module:
-    return ast.parse(MODULES[module].read_text(encoding="utf-8"))
+    """The module file and its glue as one syntax tree (top-level statements of every file)."""
+    body = []
+    for path in [MODULES[module], *GLUE[module]]:
+        body += ast.parse(path.read_text(encoding="utf-8")).body
+    return ast.Module(body=body, type_ignores=[])
 
 
 def calls(module: str) -> list[ast.Call]:
@@ -44,7 +60,8 @@ def methods(module: str) -> dict[str, dict[str, ast.FunctionDef]]:
 def setup_time_functions(module: str) -> list[ast.FunctionDef]:
     """The widget's setup() and every method it reaches through self.X(...) and self.logic.X(...) calls."""
     classes = methods(module)
-    widget, logic = classes[f"{module}Widget"], classes[f"{module}Logic"]
+    widget = classes[f"{module}Widget"]
+    logic = {**classes.get("SegmentationLogic", {}), **classes.get("TrainingLogic", {}), **classes[f"{module}Logic"]}
     seen, todo, found = set(), [("widget", "setup")], []
     while todo:
         owner, name = todo.pop()
@@ -79,7 +96,11 @@ def engine_imports(nodes: list[ast.AST]) -> list[tuple[str, str | None]]:
 
 @pytest.mark.parametrize("module", MODULES)
 def test_the_panel_opens_before_torch_and_monai_are_installed(module: str, tmp_path: Path):
-    """setup() (and what it calls) imports only engine parts that work in a stock Slicer (point 2)."""
+    """setup() (and what it calls) imports only engine parts that work in a stock Slicer (point 2).
+
+    The Logic's MRML code imports ``slicer``: here that is slicer-core's (cp311, the dev extra).
+    """
+    pytest.importorskip("slicer", reason="slicer-core (Python 3.11) provides the slicer package the Logic imports")
     top_level = [n for n in tree(module).body if isinstance(n, (ast.Import, ast.ImportFrom))]
     imports = engine_imports(top_level + setup_time_functions(module))
     code = textwrap.dedent(
@@ -94,16 +115,17 @@ def test_the_panel_opens_before_torch_and_monai_are_installed(module: str, tmp_p
             imported = importlib.import_module(module)
             if name is not None and not hasattr(imported, name):
                 importlib.import_module(f"{{module}}.{{name}}")
-        from LungTumorSegLib import slicer_helpers, model_names
-        from LungTumorSegTrainingLib import gui_helpers
+        from LungTumorSegLib.slicer_glue import segment_helpers as slicer_helpers
+        from LungTumorSegLib.model import model_names
+        from LungTumorSegTrainingLib.slicer_glue import run_monitor, train_commands
         models = slicer_helpers.available_models()
         manifest = slicer_helpers.read_manifest(models[model_names.default_model(models)])
         print(json.dumps({{
             "models": sorted(models), "members": slicer_helpers.describe_members(manifest),
             "defaults": slicer_helpers.model_output_defaults(manifest).min_lesion_ml,
             "modelsDir": str(model_names.user_models_dir()),
-            "runs": len(gui_helpers.discover_runs({str(tmp_path)!r})),
-            "command": gui_helpers.training_commands(gui_helpers.TrainSettings(data=["d"], output_dir="o"))[0][3],
+            "runs": len(run_monitor.discover_runs({str(tmp_path)!r})),
+            "command": train_commands.training_commands(train_commands.TrainSettings(data=["d"], output_dir="o"))[0][3],
         }}))
         """
     )
@@ -114,7 +136,7 @@ def test_the_panel_opens_before_torch_and_monai_are_installed(module: str, tmp_p
     assert "lungtumorseg-ensemble" in shown["models"] and shown["defaults"] == 0.05
     assert shown["command"] == "train" and shown["runs"] == 0
     if module == "LungTumorSegTraining":  # setup() shows the models folder: modelsDir() must be torch-free
-        assert ("LungTumorSegLib.model_names", "user_models_dir") in imports, imports
+        assert ("LungTumorSegLib.model.model_names", "user_models_dir") in imports, imports
 
 
 def test_the_stock_slicer_blocker_really_blocks(tmp_path: Path):
@@ -127,7 +149,7 @@ def test_the_stock_slicer_blocker_really_blocks(tmp_path: Path):
                 if name.split(".")[0] in {NOT_IN_STOCK_SLICER!r}:
                     raise ModuleNotFoundError(name)
         sys.meta_path.insert(0, StockSlicer())
-        import LungTumorSegLib.bundle  # what modelsDir() imported before: needs torch
+        import LungTumorSegLib.model.bundle  # what modelsDir() imported before: needs torch
         """
     )
     env = {"PYTHONPATH": str(ROOT / "LungTumorSeg"), "PATH": "/usr/bin:/bin"}
@@ -200,6 +222,6 @@ def test_the_apply_button_follows_the_parameter_node():
 def test_a_scene_close_cancels_and_resets():
     widget = ast.unparse(methods("LungTumorSeg")["LungTumorSegWidget"]["onSceneStartClose"])
     assert "self.logic.cancel()" in widget and "self.resetResults()" in widget
-    logic = methods("LungTumorSeg")["LungTumorSegLogic"]
-    assert "StartCloseEvent, self._onSceneStartClose" in ast.unparse(logic["_start"])
-    assert "GetScene() is not slicer.mrmlScene" in ast.unparse(logic["_finish"])
+    logic = methods("LungTumorSeg")["EngineRunLogic"]
+    assert "StartCloseEvent, self._onSceneStartClose" in ast.unparse(logic["_launch"])
+    assert "GetScene() is not slicer.mrmlScene" in ast.unparse(logic["_endRun"])

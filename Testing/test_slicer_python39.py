@@ -18,12 +18,10 @@ from conftest import ROOT
 from test_dependencies import pyproject_dependencies
 
 SLICER_FILES = sorted(
-    [
-        *ROOT.glob("LungTumorSeg*/*.py"),
-        *(ROOT / "LungTumorSeg" / "Scripts").glob("*.py"),
-        *(ROOT / "LungTumorSeg" / "LungTumorSegLib").glob("*.py"),
-        *(ROOT / "LungTumorSegTraining" / "LungTumorSegTrainingLib").glob("*.py"),
-    ]
+    path
+    for module in ("LungTumorSeg", "LungTumorSegTraining")
+    for path in (ROOT / module).rglob("*.py")
+    if "__pycache__" not in path.parts
 )
 
 
@@ -52,7 +50,10 @@ def test_every_module_and_engine_file_compiles_on_python_3_9():
 
 def test_the_dependency_list_reads_without_tomllib():
     """Python 3.9 has no tomllib: the reader falls back to pip's vendored tomli (pip ships with Slicer)."""
-    code = "import json; from LungTumorSegLib.dependencies import declared_requirements as d; print(json.dumps(d()))"
+    code = (
+        "import json; from LungTumorSegLib.slicer_glue.dependencies import declared_requirements as d; "
+        "print(json.dumps(d()))"
+    )
     out = run39(code)
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout) == pyproject_dependencies()
@@ -65,7 +66,7 @@ def test_cancel_kills_launcher_and_engine_on_python_3_9(tmp_path: Path):
     launcher.write_text("import subprocess, sys\nsys.exit(subprocess.Popen([sys.executable, *sys.argv[1:]]).wait())\n")
     code = f"""
 import sys, time
-from LungTumorSegLib.process import EngineProcess, pid_running
+from LungTumorSegLib.slicer_glue.process import EngineProcess, pid_running
 engine = EngineProcess([sys.executable, {str(launcher)!r}, {str(engine)!r}])
 engine.start()
 line, deadline = "", time.monotonic() + 30
@@ -88,8 +89,8 @@ def test_the_batch_self_test_dicom_writer_works_with_pydicom_2():
         pytest.skip("the Python 3.9 interpreter has no numpy/pydicom")
     code = """
 import sys, tempfile, numpy as np, pydicom
-from LungTumorSegLib.demo_dicom import write_series
-from LungTumorSegLib.volume import Volume
+from LungTumorSegLib.io.demo_dicom import write_series
+from LungTumorSegLib.core.volume import Volume
 affine = np.array([[-0.7, 0, 0, 10], [0, -0.7, 0, 20], [0, 0, 1.25, -100], [0, 0, 0, 1]])
 array = np.random.default_rng(0).integers(-1000, 500, size=(16, 12, 5)).astype(np.float32)
 files = write_series(Volume(array, affine), tempfile.mkdtemp())

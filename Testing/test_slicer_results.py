@@ -12,13 +12,14 @@ import pytest
 from conftest import DEMO_NODULE, DEMO_NODULE_MASK
 from scipy import ndimage
 
-from LungTumorSegLib import slicer_helpers as helpers
-from LungTumorSegLib.bundle import find_bundle
-from LungTumorSegLib.cli import build_parser
-from LungTumorSegLib.image_io import load_volume
-from LungTumorSegLib.measurements import measure_lesions
-from LungTumorSegLib.pipeline import SegmentOptions, _postprocess_settings, segment
-from LungTumorSegLib.volume import Volume
+from LungTumorSegLib.cli.main import build_parser
+from LungTumorSegLib.core.volume import Volume
+from LungTumorSegLib.io.image_io import load_volume
+from LungTumorSegLib.measurements.lesion_measurements import measure_lesions
+from LungTumorSegLib.model.bundle import find_bundle
+from LungTumorSegLib.segmentation.options import SegmentOptions
+from LungTumorSegLib.segmentation.pipeline import _postprocess_settings, segment
+from LungTumorSegLib.slicer_glue import segment_helpers as helpers
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +43,7 @@ def nodule_run(bundle, nodule):
 
 def test_the_gui_defaults_are_what_the_engine_uses_for_the_model(bundle, placeholder_bundle):
     """With nothing passed, the engine applies the manifest's threshold and minimum size; the GUI shows the same."""
-    from LungTumorSegLib.bundle import read_bundle
+    from LungTumorSegLib.model.bundle import read_bundle
 
     for model in (bundle, read_bundle(placeholder_bundle)):
         engine = _postprocess_settings(model, SegmentOptions())

@@ -12,18 +12,18 @@ import pytest
 import torch
 from monai.optimizers import WarmupCosineSchedule
 
-from LungTumorSegLib.errors import InputError
-from LungTumorSegLib.networks import build_network
-from LungTumorSegTrainingLib.checkpoints import (
+from LungTumorSegLib.core.errors import InputError
+from LungTumorSegLib.model.networks import build_network
+from LungTumorSegTrainingLib.config import TrainConfig
+from LungTumorSegTrainingLib.training.checkpoints import (
     capture_rng,
     find_checkpoint,
     load_checkpoint,
     restore_rng,
     save_checkpoint,
 )
-from LungTumorSegTrainingLib.config import TrainConfig
-from LungTumorSegTrainingLib.run_folder import RunFolder, read_metrics, read_status
-from LungTumorSegTrainingLib.stopping import StopRequest
+from LungTumorSegTrainingLib.training.run_folder import RunFolder, read_metrics, read_status
+from LungTumorSegTrainingLib.training.stopping import StopRequest
 
 
 def draws() -> tuple:

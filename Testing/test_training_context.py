@@ -8,11 +8,11 @@ import torch
 from conftest import HU_WINDOW, synthetic_chest
 from monai.losses import DiceCELoss
 
-from LungTumorSegLib.lungfield import lung_field
-from LungTumorSegLib.preprocess import scale_hu
-from LungTumorSegLib.volume import Volume
+from LungTumorSegLib.core.volume import Volume
+from LungTumorSegLib.segmentation.lungfield import lung_field
+from LungTumorSegLib.segmentation.preprocess import scale_hu
 from LungTumorSegTrainingLib.config import TrainConfig
-from LungTumorSegTrainingLib.context_transforms import (
+from LungTumorSegTrainingLib.data.context_transforms import (
     LUNG_KEY,
     LesionLibrary,
     LungMaskd,
@@ -20,8 +20,8 @@ from LungTumorSegTrainingLib.context_transforms import (
     RandSliceThicknessd,
     SplitIgnored,
 )
-from LungTumorSegTrainingLib.datasets import context_weighted
-from LungTumorSegTrainingLib.losses import mask_ignored
+from LungTumorSegTrainingLib.data.datasets import context_weighted
+from LungTumorSegTrainingLib.training.losses import mask_ignored
 
 SPACING = (1.0, 1.0, 1.5)
 
@@ -132,7 +132,7 @@ def test_a_cut_sub_volume_has_no_lung_field():
 
 
 def test_portable_makes_every_absolute_path_relative(tmp_path):
-    from LungTumorSegTrainingLib.export import portable
+    from LungTumorSegTrainingLib.training.export import portable
 
     base = tmp_path / "repo"
     value = {

@@ -13,18 +13,18 @@ import numpy as np
 import pytest
 from monai.data import load_decathlon_datalist
 
-from LungTumorSegLib.errors import InputError, OutputError
-from LungTumorSegTrainingLib import cli
+from LungTumorSegLib.core.errors import InputError, OutputError
+from LungTumorSegTrainingLib.cli import main as cli
 from LungTumorSegTrainingLib.config import TrainConfig
-from LungTumorSegTrainingLib.datalist import (
+from LungTumorSegTrainingLib.data.datalist import (
     build_msd_layout,
     case_id,
     load_datalist,
     pair_folders,
     validate_cases,
 )
-from LungTumorSegTrainingLib.splits import load_split, patient_id
-from LungTumorSegTrainingLib.transforms import validation_transforms
+from LungTumorSegTrainingLib.data.splits import load_split, patient_id
+from LungTumorSegTrainingLib.data.transforms import validation_transforms
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 LIDC = SHARED_DATA / "lidc-nodule-crops"

@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from LungTumorSegLib.networks import build_network
-from LungTumorSegTrainingLib.checkpoints import load_checkpoint
+from LungTumorSegLib.model.networks import build_network
 from LungTumorSegTrainingLib.config import TrainConfig
-from LungTumorSegTrainingLib.ddp import parameter_digest
-from LungTumorSegTrainingLib.run_folder import read_metrics, read_status
+from LungTumorSegTrainingLib.training.checkpoints import load_checkpoint
+from LungTumorSegTrainingLib.training.ddp import parameter_digest
+from LungTumorSegTrainingLib.training.run_folder import read_metrics, read_status
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 LIDC = SHARED_DATA / "lidc-nodule-crops"

@@ -18,13 +18,14 @@ import numpy as np
 import pytest
 import torch
 
-from LungTumorSegLib.bundle import read_bundle
-from LungTumorSegLib.image_io import load_volume
-from LungTumorSegLib.pipeline import SegmentOptions, segment
-from LungTumorSegTrainingLib import cli
-from LungTumorSegTrainingLib.checkpoints import load_checkpoint
-from LungTumorSegTrainingLib.run_folder import read_metrics, read_status
-from LungTumorSegTrainingLib.splits import load_split, patient_id
+from LungTumorSegLib.io.image_io import load_volume
+from LungTumorSegLib.model.bundle import read_bundle
+from LungTumorSegLib.segmentation.options import SegmentOptions
+from LungTumorSegLib.segmentation.pipeline import segment
+from LungTumorSegTrainingLib.cli import main as cli
+from LungTumorSegTrainingLib.data.splits import load_split, patient_id
+from LungTumorSegTrainingLib.training.checkpoints import load_checkpoint
+from LungTumorSegTrainingLib.training.run_folder import read_metrics, read_status
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 LIDC = SHARED_DATA / "lidc-nodule-crops"

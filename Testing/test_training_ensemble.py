@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from LungTumorSegLib.errors import InputError
-from LungTumorSegLib.metrics import dice
-from LungTumorSegTrainingLib.ensemble import dice_by_threshold, search_weights, simplex_grid
+from LungTumorSegLib.core.errors import InputError
+from LungTumorSegLib.measurements.metrics import dice
+from LungTumorSegTrainingLib.evaluation.ensemble import dice_by_threshold, search_weights, simplex_grid
 
 
 def test_simplex_grid():

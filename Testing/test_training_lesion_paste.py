@@ -7,11 +7,10 @@ import pytest
 import torch
 from conftest import synthetic_chest
 
-from LungTumorSegLib.bundle import find_bundle
-from LungTumorSegLib.errors import InputError
-from LungTumorSegLib.networks import build_network
-from LungTumorSegTrainingLib.checkpoints import load_initial_weights
-from LungTumorSegTrainingLib.lesion_paste import (
+from LungTumorSegLib.core.errors import InputError
+from LungTumorSegLib.model.bundle import find_bundle
+from LungTumorSegLib.model.networks import build_network
+from LungTumorSegTrainingLib.data.lesion_paste import (
     Lesion,
     is_calcified,
     juxtamediastinal_sites,
@@ -19,6 +18,7 @@ from LungTumorSegTrainingLib.lesion_paste import (
     paste,
     resize_lesion,
 )
+from LungTumorSegTrainingLib.training.checkpoints import load_initial_weights
 
 
 def _ball(radius: int, hu: float) -> Lesion:
@@ -82,7 +82,7 @@ def test_initial_weights_load_from_a_bundle_member_and_refuse_another_shape(plac
 
 
 def test_initial_weights_load_from_a_checkpoint_file_or_a_plain_state_dict(tmp_path):
-    from LungTumorSegTrainingLib.checkpoints import save_checkpoint
+    from LungTumorSegTrainingLib.training.checkpoints import save_checkpoint
 
     source = build_network("UNet", {"in_channels": 1, "out_channels": 2, "channels": [4, 8], "strides": [2]})
     checkpoint = save_checkpoint(tmp_path / "best.pt", {"model": source.state_dict()})

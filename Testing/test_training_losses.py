@@ -7,8 +7,8 @@ import torch
 import torch.nn.functional as F
 from monai.losses import DiceLoss
 
-from LungTumorSegLib.errors import InputError
-from LungTumorSegTrainingLib.losses import TopKCrossEntropy, TopKDiceLoss, build_loss
+from LungTumorSegLib.core.errors import InputError
+from LungTumorSegTrainingLib.training.losses import TopKCrossEntropy, TopKDiceLoss, build_loss
 
 
 def random_case(seed: int = 0, shape=(2, 2, 6, 5, 4)) -> tuple[torch.Tensor, torch.Tensor]:

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from LungTumorSegTrainingLib.config import TrainConfig
-from LungTumorSegTrainingLib.run_folder import read_metrics, read_status
-from LungTumorSegTrainingLib.trainer import epoch_losses, train
+from LungTumorSegTrainingLib.training.run_folder import read_metrics, read_status
+from LungTumorSegTrainingLib.training.trainer import epoch_losses, train
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 LIDC = SHARED_DATA / "lidc-nodule-crops"
@@ -107,7 +107,7 @@ def test_sigterm_mid_epoch_checkpoints_and_resume_reproduces_the_curve(reference
 
 
 def test_resume_refuses_a_folder_without_checkpoint(tmp_path):
-    from LungTumorSegLib.errors import InputError
+    from LungTumorSegLib.core.errors import InputError
 
     with pytest.raises(InputError, match="checkpoint not found"):
         train(tiny_config(tmp_path / "empty"), resume=True)

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from LungTumorSegLib.errors import InputError
-from LungTumorSegTrainingLib.datalist import case_id
-from LungTumorSegTrainingLib.splits import load_split, make_kfold, make_split, patient_id, select_cases
+from LungTumorSegLib.core.errors import InputError
+from LungTumorSegTrainingLib.data.datalist import case_id
+from LungTumorSegTrainingLib.data.splits import load_split, make_kfold, make_split, patient_id, select_cases
 
 LIDC_IMAGES = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "lidc-nodule-crops" / "image"
 

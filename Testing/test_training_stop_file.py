@@ -10,10 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from LungTumorSegLib.process import EngineProcess
-from LungTumorSegTrainingLib import gui_helpers as gh
-from LungTumorSegTrainingLib.checkpoints import load_checkpoint
-from LungTumorSegTrainingLib.stopping import EXIT_STOPPED, STOP_FILE_REASON, StopRequest
+from LungTumorSegLib.slicer_glue.process import EngineProcess
+from LungTumorSegTrainingLib.slicer_glue import dataset_check as datasets
+from LungTumorSegTrainingLib.slicer_glue import run_monitor as monitor
+from LungTumorSegTrainingLib.slicer_glue import train_commands as commands
+from LungTumorSegTrainingLib.training.checkpoints import load_checkpoint
+from LungTumorSegTrainingLib.training.stopping import EXIT_STOPPED, STOP_FILE_REASON, StopRequest
 
 LIDC = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "lidc-nodule-crops"
 LAUNCHER = "import subprocess, sys\nsys.exit(subprocess.Popen([sys.executable, *sys.argv[1:]]).wait())\n"
@@ -41,7 +43,7 @@ def tiny_dataset(tmp_path: Path) -> Path:
             patients.add(patient)
         if len(pairs) == 3:
             break
-    return gh.build_tiny_msd(tmp_path / "tiny", pairs)
+    return datasets.build_tiny_msd(tmp_path / "tiny", pairs)
 
 
 def follow(engine: EngineProcess, stop_on: str | None = None, timeout: float = 240.0) -> list[dict]:
@@ -49,7 +51,7 @@ def follow(engine: EngineProcess, stop_on: str | None = None, timeout: float = 2
     events, deadline = [], time.monotonic() + timeout
     while engine.running and time.monotonic() < deadline:
         for line in engine.read_lines():
-            event = gh.parse_line(line)
+            event = monitor.parse_line(line)
             if event is None:
                 continue
             events.append(event)
@@ -58,21 +60,21 @@ def follow(engine: EngineProcess, stop_on: str | None = None, timeout: float = 2
                 stop_on = None
         time.sleep(0.05)
     assert engine.wait(30) is not None, "the engine did not end"
-    return events + [e for e in map(gh.parse_line, engine.read_lines()) if e]
+    return events + [e for e in map(monitor.parse_line, engine.read_lines()) if e]
 
 
 def test_a_real_training_run_stops_cleanly_with_a_checkpoint_when_the_stop_file_appears(tmp_path: Path):
     """The Slicer module's path: the GUI's command under a launcher-like parent, Stop = the stop file."""
-    settings = gh.apply_preset(
-        gh.TrainSettings(data=[str(tiny_dataset(tmp_path))], output_dir=str(tmp_path / "runs"), run_name="quick"),
+    settings = commands.apply_preset(
+        commands.TrainSettings(data=[str(tiny_dataset(tmp_path))], output_dir=str(tmp_path / "runs"), run_name="quick"),
         "Quick CPU check",
     )
     settings.epochs, settings.steps_per_epoch, settings.patch_size = 3, 3, [32, 32, 16]
-    (command,) = gh.training_commands(settings, sys.executable)
+    (command,) = commands.training_commands(settings, sys.executable)
     run_dir = settings.run_dirs()[0]
     launcher = tmp_path / "launcher.py"
     launcher.write_text(textwrap.dedent(LAUNCHER), encoding="utf-8")
-    stop_file = gh.stop_file_of(command)
+    stop_file = commands.stop_file_of(command)
     assert stop_file == run_dir / "stop-request"
 
     engine = EngineProcess([sys.executable, str(launcher), *command[1:]], stop_file=stop_file)
@@ -83,17 +85,17 @@ def test_a_real_training_run_stops_cleanly_with_a_checkpoint_when_the_stop_file_
     assert result["event"] == "result" and result["state"] == "stopped", result
     assert STOP_FILE_REASON in result["message"] and 1 <= result["global_step"] < 3  # after the step in progress
     assert not stop_file.exists()
-    run = gh.read_run(run_dir)
+    run = monitor.read_run(run_dir)
     assert run.state == "stopped" and run.resumable
     checkpoint = load_checkpoint(run_dir / "checkpoints" / "last.pt")
     assert checkpoint["global_step"] == result["global_step"], "the checkpoint holds the last finished step"
     assert any(e["event"] == "checkpoint" for e in events)
 
-    resumed = EngineProcess([sys.executable, str(launcher), *gh.resume_command(run_dir, sys.executable)[1:]])
+    resumed = EngineProcess([sys.executable, str(launcher), *commands.resume_command(run_dir, sys.executable)[1:]])
     resumed.start()
     events = follow(resumed)
     assert resumed.returncode == 0, events[-5:]
     assert events[-1]["state"] == "finished" and events[-1]["global_step"] == 9
-    assert gh.read_run(run_dir).state == "finished"
+    assert monitor.read_run(run_dir).state == "finished"
     status = json.loads((run_dir / "status.json").read_text())
     assert status["epoch"] == 3

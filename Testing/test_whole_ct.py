@@ -8,18 +8,15 @@ import numpy as np
 import pytest
 from conftest import POINTWISE_CENTRE, SHARED_DATA, make_pointwise_bundle, shared
 
-from LungTumorSegLib.errors import InputError
-from LungTumorSegLib.postprocess import PostprocessSettings
-from LungTumorSegTrainingLib.whole_ct import (
-    NON_COMMERCIAL,
-    Reference,
+from LungTumorSegLib.core.errors import InputError
+from LungTumorSegLib.segmentation.postprocess import PostprocessSettings
+from LungTumorSegTrainingLib.evaluation.whole_ct import evaluate_plan, read_plan
+from LungTumorSegTrainingLib.evaluation.whole_ct_cases import NON_COMMERCIAL, Reference, find_whole_ct_cases
+from LungTumorSegTrainingLib.evaluation.whole_ct_scoring import (
     choose_min_peak,
-    evaluate_plan,
-    find_whole_ct_cases,
     froc_points,
     nested_peak_choice,
     peak_points,
-    read_plan,
     score_label,
     summarise,
 )
@@ -113,7 +110,7 @@ def test_the_shared_whole_cts_are_found_with_patients_and_licences():
 
 
 def test_lesions_must_reach_the_peak_probability_to_be_kept():
-    from LungTumorSegLib.postprocess import postprocess
+    from LungTumorSegLib.segmentation.postprocess import postprocess
 
     probability = np.zeros((40, 40, 20), np.float32)
     probability[5:15, 5:15, 5:10] = 0.6  # a lesion the models are unsure of

@@ -27,14 +27,14 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "LungTumorSeg"), str(ROOT / "LungTumorSegTraining")]
-from LungTumorSegLib.image_io import load_volume, save_volume  # noqa: E402
-from LungTumorSegLib.lungfield import lung_field  # noqa: E402
-from LungTumorSegLib.orientation import Reorientation  # noqa: E402
-from LungTumorSegLib.pipeline import LUNG_MARGIN_MM  # noqa: E402
-from LungTumorSegLib.preprocess import crop  # noqa: E402
-from LungTumorSegTrainingLib.context_transforms import IGNORE_LABEL  # noqa: E402
-from LungTumorSegTrainingLib.splits import Split, patient_id  # noqa: E402
-from LungTumorSegTrainingLib.whole_ct import Reference, find_whole_ct_cases  # noqa: E402
+from LungTumorSegLib.core.orientation import Reorientation  # noqa: E402
+from LungTumorSegLib.io.image_io import load_volume, save_volume  # noqa: E402
+from LungTumorSegLib.segmentation.lungfield import lung_field  # noqa: E402
+from LungTumorSegLib.segmentation.pipeline import LUNG_MARGIN_MM  # noqa: E402
+from LungTumorSegLib.segmentation.preprocess import crop  # noqa: E402
+from LungTumorSegTrainingLib.data.context_transforms import IGNORE_LABEL  # noqa: E402
+from LungTumorSegTrainingLib.data.splits import Split, patient_id  # noqa: E402
+from LungTumorSegTrainingLib.evaluation.whole_ct_cases import Reference, find_whole_ct_cases  # noqa: E402
 
 PATIENT_SPLIT = ROOT / "scripts" / "data" / "lidc_split_patients.json"
 WHOLE_SUFFIX = "_whole"

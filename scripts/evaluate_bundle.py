@@ -28,12 +28,14 @@ from scipy import ndimage
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "LungTumorSeg"), str(ROOT / "LungTumorSegTraining")]
-from LungTumorSegLib.case_outputs import write_case_outputs  # noqa: E402
-from LungTumorSegLib.image_io import load_volume  # noqa: E402
-from LungTumorSegLib.pipeline import SegmentOptions, segment  # noqa: E402
-from LungTumorSegTrainingLib.evaluate import evaluate_cases, load_model  # noqa: E402
-from LungTumorSegTrainingLib.splits import load_split  # noqa: E402
-from LungTumorSegTrainingLib.whole_ct import context_sweep, find_whole_ct_cases  # noqa: E402
+from LungTumorSegLib.io.image_io import load_volume  # noqa: E402
+from LungTumorSegLib.reporting.case_outputs import write_case_outputs  # noqa: E402
+from LungTumorSegLib.segmentation.options import SegmentOptions  # noqa: E402
+from LungTumorSegLib.segmentation.pipeline import segment  # noqa: E402
+from LungTumorSegTrainingLib.data.splits import load_split  # noqa: E402
+from LungTumorSegTrainingLib.evaluation.evaluate import evaluate_cases, load_model  # noqa: E402
+from LungTumorSegTrainingLib.evaluation.whole_ct import context_sweep  # noqa: E402
+from LungTumorSegTrainingLib.evaluation.whole_ct_cases import find_whole_ct_cases  # noqa: E402
 
 CONTEXT_CASE = "lidc-idri-0001"
 R01 = "chest-ct/nsclc-radiogenomics-R01-001/ct.nii.gz"

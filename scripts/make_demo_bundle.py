@@ -18,8 +18,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "LungTumorSeg"))
 
-from LungTumorSegLib.bundle_writer import MemberWeights, write_bundle  # noqa: E402
-from LungTumorSegLib.networks import build_network  # noqa: E402
+from LungTumorSegLib.model.bundle_writer import MemberWeights, write_bundle  # noqa: E402
+from LungTumorSegLib.model.networks import build_network  # noqa: E402
 
 UNET = {
     "in_channels": 1,

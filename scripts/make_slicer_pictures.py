@@ -23,9 +23,9 @@ from matplotlib.figure import Figure
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "LungTumorSeg"))
 
-from LungTumorSegLib.image_io import load_volume  # noqa: E402
-from LungTumorSegLib.overlay import LUNG_WINDOW, radiological_slice  # noqa: E402
-from LungTumorSegLib.sample_data import SAMPLE_DIR, SAMPLES, THUMBNAIL_DIR, thumbnail_path  # noqa: E402
+from LungTumorSegLib.io.image_io import load_volume  # noqa: E402
+from LungTumorSegLib.reporting.overlay import LUNG_WINDOW, radiological_slice  # noqa: E402
+from LungTumorSegLib.slicer_glue.sample_data import SAMPLE_DIR, SAMPLES, THUMBNAIL_DIR, thumbnail_path  # noqa: E402
 
 EXTENSION_ICON = ROOT / "Resources" / "Icons" / "LungTumorSeg.png"
 SCREENSHOTS = ROOT / "Resources" / "Screenshots"

@@ -31,7 +31,7 @@ MODULE_DIR = Path(__file__).resolve().parent.parent
 if str(MODULE_DIR) not in sys.path:  # LungTumorSeg.py and LungTumorSegLib/ sit one folder up
     sys.path.insert(0, str(MODULE_DIR))
 
-from LungTumorSegLib import slicer_batch  # noqa: E402
+from LungTumorSegLib.slicer_glue import batch as slicer_batch  # noqa: E402
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -123,7 +123,7 @@ def cases(input_path: Path) -> Iterator[tuple[str, object]]:
 
 def save_case(result, name: str, out_dir: Path, overwrite: bool) -> list[Path]:
     """Write segmentation, entropy, lesion table and the engine's report files."""
-    from LungTumorSegLib import slicer_helpers as helpers
+    from LungTumorSegLib.slicer_glue import segment_helpers as helpers
 
     targets = {
         "segmentation": out_dir / f"{name}.seg.nrrd",
@@ -152,7 +152,7 @@ def save_case(result, name: str, out_dir: Path, overwrite: bool) -> list[Path]:
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
     from LungTumorSeg import LungTumorSegLogic
-    from LungTumorSegLib import slicer_helpers as helpers
+    from LungTumorSegLib.slicer_glue import segment_helpers as helpers
 
     logic = LungTumorSegLogic()
     missing = logic.missingDependencies()

@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from LungTumorSegLib.errors import InputError
-from LungTumorSegLib.networks import ARCHITECTURES, default_kwargs, size_multiple
+from LungTumorSegLib.core.errors import InputError
+from LungTumorSegLib.model.networks import ARCHITECTURES, default_kwargs, size_multiple
 
 LOSSES = ("dicece", "dicefocal", "topk")
 CACHE_MODES = ("memory", "disk", "none")

@@ -3,13 +3,13 @@
 The shared 512 x 512 x 304 CT (NSCLC-Radiogenomics R01-001, ``ct.nii.gz``) is written as a DICOM series
 with pydicom (one file per slice, shuffled file names, RescaleIntercept -1024), then read with:
 
-- ``lungtumorseg``: the engine's reader (``LungTumorSegLib.dicom_io``: pydicom, slices sorted along the
+- ``lungtumorseg``: the engine's reader (``LungTumorSegLib.io.dicom_io``: pydicom, slices sorted along the
   normal, per-slice rescale, checks);
 - ``highdicom``: ``highdicom.get_volume_from_series`` on the pydicom datasets;
 - ``simpleitk``: ``SimpleITK.ImageSeriesReader`` with GDCM's file sorting (``pip install SimpleITK``);
 - ``monai``: ``monai.data.PydicomReader``.
 
-Baseline: ``LungTumorSegLib.image_io.load_volume`` (nibabel) on the NIfTI, and plain ``nibabel.load``.
+Baseline: ``LungTumorSegLib.io.image_io.load_volume`` (nibabel) on the NIfTI, and plain ``nibabel.load``.
 Reports best-of-N read times and the ratio to the nibabel baseline.
 
 Correctness on small series cut from the same CT (every 4th voxel in-plane, 40 slices): voxels and the
@@ -39,15 +39,15 @@ DEFAULT_CT = ROOT.parent / "shared" / "data" / "chest-ct" / "nsclc-radiogenomics
 
 from dicom_series import downsampled, rotated, tilted, write_ct_series  # noqa: E402
 
-from LungTumorSegLib.image_io import load_volume  # noqa: E402
-from LungTumorSegLib.orientation import Reorientation  # noqa: E402
-from LungTumorSegLib.volume import Volume  # noqa: E402
+from LungTumorSegLib.core.orientation import Reorientation  # noqa: E402
+from LungTumorSegLib.core.volume import Volume  # noqa: E402
+from LungTumorSegLib.io.image_io import load_volume  # noqa: E402
 
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
 
 def read_lungtumorseg(folder: Path) -> Volume:
-    from LungTumorSegLib.dicom_io import choose_series, read_ct_series, series_in_folder
+    from LungTumorSegLib.io.dicom_io import choose_series, read_ct_series, series_in_folder
 
     return read_ct_series(choose_series(series_in_folder(folder), folder)).volume
 

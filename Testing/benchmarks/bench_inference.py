@@ -33,10 +33,11 @@ DEFAULT_CT = ROOT.parent / "shared" / "data" / "chest-ct" / "nsclc-radiogenomics
 RUNNER = r"""
 import json, resource, sys, time
 import numpy as np
-from LungTumorSegLib.bundle import find_bundle
-from LungTumorSegLib.device import configure_threads
-from LungTumorSegLib.image_io import load_volume
-from LungTumorSegLib.pipeline import SegmentOptions, segment
+from LungTumorSegLib.model.bundle import find_bundle
+from LungTumorSegLib.core.device import configure_threads
+from LungTumorSegLib.io.image_io import load_volume
+from LungTumorSegLib.segmentation.pipeline import segment
+from LungTumorSegLib.segmentation.options import SegmentOptions
 config = json.loads(sys.argv[1])
 configure_threads(config.pop("threads"))
 out = config.pop("out")

@@ -73,8 +73,8 @@ def main() -> None:
     args = parser.parse_args()
     for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(name, str(args.threads))
-    from LungTumorSegLib.measurements import measure_lesions
-    from LungTumorSegLib.volume import Volume
+    from LungTumorSegLib.core.volume import Volume
+    from LungTumorSegLib.measurements.lesion_measurements import measure_lesions
 
     affine = np.diag([*SPACING, 1.0])
     start = time.perf_counter()

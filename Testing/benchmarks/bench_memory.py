@@ -1,6 +1,6 @@
 """Benchmark: peak memory of whole ``segment`` runs against the estimate the engine refuses runs by.
 
-``validation.estimated_peak_bytes`` estimates a case's peak memory from the voxels of the input grid,
+``core.memory_limits.estimated_peak_bytes`` estimates a case's peak memory from the voxels of the input grid,
 the cropped region and the model grid (``BYTES_PER_*`` constants, plus ``BASE_BYTES``). This script
 runs ``lungtumorseg segment`` in a fresh process per configuration, each loading more on one of the
 three terms, and reports the measured peak RSS (``wait4``'s ru_maxrss) beside the estimate. The
@@ -33,8 +33,8 @@ sys.path[:0] = [str(ROOT / "LungTumorSeg"), str(ROOT / "LungTumorSegTraining"), 
 
 from conftest import DEMO_CT, DEMO_NODULE, make_pointwise_bundle  # noqa: E402
 
-from LungTumorSegLib.image_io import read_header  # noqa: E402
-from LungTumorSegLib.validation import estimated_peak_bytes  # noqa: E402
+from LungTumorSegLib.core.memory_limits import estimated_peak_bytes  # noqa: E402
+from LungTumorSegLib.io.image_io import read_header  # noqa: E402
 
 R01 = ROOT.parent / "shared" / "data" / "chest-ct" / "nsclc-radiogenomics-R01-001" / "ct.nii.gz"
 

@@ -24,16 +24,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 RUNNER = r"""
 import json, sys, time
-from LungTumorSegLib.errors import InputError
+from LungTumorSegLib.core.errors import InputError
 path, way = sys.argv[1], sys.argv[2]
 start = time.perf_counter()
 try:
     if way == "baseline":
-        from LungTumorSegLib.image_io import load_volume
-        from LungTumorSegLib.validation import validate_ct
+        from LungTumorSegLib.io.image_io import load_volume
+        from LungTumorSegLib.io.validation import validate_ct
         validate_ct(load_volume(path), path)
     else:
-        from LungTumorSegLib.input_files import load_ct
+        from LungTumorSegLib.io.input_files import load_ct
         load_ct(path)
     message = "accepted"
 except InputError as exc:

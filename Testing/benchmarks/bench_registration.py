@@ -27,14 +27,14 @@ sys.path[:0] = [str(ROOT / "LungTumorSeg"), str(ROOT / "Testing")]
 
 from followup_pairs import LIDC_0003, downsampled_case, resampled_after_move, rigid_move  # noqa: E402
 
-from LungTumorSegLib.registration import (  # noqa: E402
+from LungTumorSegLib.core.volume import Volume  # noqa: E402
+from LungTumorSegLib.followup.registration import (  # noqa: E402
     RegistrationSettings,
     _metric_mask,
     _working_image,
     register,
     sitk_affine,
 )
-from LungTumorSegLib.volume import Volume  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "data"
 

@@ -21,11 +21,11 @@ from contextlib import nullcontext
 
 import torch
 
-from LungTumorSegLib.allocator import retained_heap
-from LungTumorSegLib.networks import build_network
+from LungTumorSegLib.core.allocator import retained_heap
+from LungTumorSegLib.model.networks import build_network
 from LungTumorSegTrainingLib.config import TrainConfig
-from LungTumorSegTrainingLib.losses import build_loss
-from LungTumorSegTrainingLib.trainer import training_step
+from LungTumorSegTrainingLib.training.losses import build_loss
+from LungTumorSegTrainingLib.training.trainer import training_step
 
 
 def bench(arch: str, patch: list[int], patches: int, steps: int, warmup: int, device: torch.device) -> dict:

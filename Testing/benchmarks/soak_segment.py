@@ -34,9 +34,9 @@ PRIVATE_TMP = Path(tempfile.mkdtemp(prefix="soak-tmp-"))
 os.environ["TMPDIR"] = str(PRIVATE_TMP)  # everything the engine and its libraries put in temp lands here
 tempfile.tempdir = str(PRIVATE_TMP)
 
-from LungTumorSegLib.case_outputs import output_set_names  # noqa: E402
-from LungTumorSegLib.cli import main as cli_main  # noqa: E402
-from LungTumorSegLib.image_names import image_stem  # noqa: E402
+from LungTumorSegLib.cli.main import main as cli_main  # noqa: E402
+from LungTumorSegLib.io.image_names import image_stem  # noqa: E402
+from LungTumorSegLib.reporting.case_outputs import output_set_names  # noqa: E402
 
 DEMO_NODULE = ROOT / "LungTumorSeg" / "Resources" / "Sample" / "demo_nodule.nii.gz"
 R01 = ROOT.parent / "shared" / "data" / "chest-ct" / "nsclc-radiogenomics-R01-001" / "ct.nii.gz"
