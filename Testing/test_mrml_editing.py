@@ -239,3 +239,33 @@ def test_a_clicks_marker_is_read_in_the_cts_frame_and_removed_after_its_run(mrml
     seeds.RemoveNthControlPoint(0)  # the user deletes an older marker meanwhile: the index shifts
     assert seed_points.remove_click(seeds, first) and seeds.GetNumberOfControlPoints() == 0
     assert not seed_points.remove_click(seeds, first)
+
+
+# ---------------------------------------------------------------- the batch script's files
+
+
+def test_the_batch_script_writes_a_cases_files_with_slicers_writers(mrml, logic, nodule, tmp_path, recorded_nodule_run):
+    import importlib.util
+    import sys
+
+    import slicer
+
+    script = SAMPLE_DIR.parents[1] / "Scripts" / "lungtumorseg_slicer_batch.py"
+    spec = importlib.util.spec_from_file_location("lungtumorseg_slicer_batch", script)
+    batch = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(batch)
+    result = logic.loadResults(job_from_record(recorded_nodule_run, nodule, tmp_path))
+    out = tmp_path / "batch"
+    written = batch.save_case(result, "series2_chest_CT", out, overwrite=False)
+    names = {path.name for path in written}
+    assert {"series2_chest_CT.seg.nrrd", "series2_chest_CT_entropy.nrrd", "series2_chest_CT_lesion_table.tsv"} <= names
+    assert "series2_chest_CT_report.html" in names
+    with pytest.raises(FileExistsError):
+        batch.save_case(result, "series2_chest_CT", out, overwrite=False)
+    table = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLTableNode")
+    storage = slicer.vtkMRMLTableStorageNode()
+    storage.SetFileName(str(out / "series2_chest_CT_lesion_table.tsv"))
+    assert storage.ReadData(table) and table.GetNumberOfRows() == 1
+    assert table.GetCellText(0, 0) == "Lung tumor 1"
+    assert float(table.GetCellText(0, 1)) == pytest.approx(result.rows[0]["volume_ml"], abs=0.005)
+    assert sys.modules.get("qt") is None, "the script's case writing needs no Qt"

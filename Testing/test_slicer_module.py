@@ -382,3 +382,52 @@ def test_slicer_api_check_passes():
     )
     assert out.returncode == 0, out.stdout + out.stderr
     assert " 0 unknown" in out.stdout
+
+
+# ---------------------------------------------------------------- devices
+
+
+def test_the_panel_asks_the_engine_process_for_gpus():
+    """Slicer's process never imports torch for the device list: the engine answers ``devices --json``."""
+    import time
+
+    from LungTumorSegLib.slicer_glue.device_query import DeviceQuery, parse_devices
+    from LungTumorSegLib.slicer_glue.segmentation_logic import SegmentationLogic
+
+    query = DeviceQuery(sys.executable)
+    query.start()
+    deadline = time.monotonic() + 120
+    while not query.done():
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    import torch
+
+    expected = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    assert len(query.gpus()) == expected
+    gpus = parse_devices(
+        'noise\n{"torch": "2.13.0", "cuda": [{"index": 0, "name": "NVIDIA H200", "memory_gb": 139.8}]}'
+    )
+    assert gpus == [{"index": 0, "name": "NVIDIA H200", "memory_gb": 139.8}]
+    assert parse_devices("Traceback ...") == [] and parse_devices("") == []
+    choices = SegmentationLogic.deviceChoices(gpus)
+    assert choices == [("Auto", "auto"), ("GPU 0 (NVIDIA H200)", "cuda:0"), ("CPU", "cpu")]
+    assert SegmentationLogic.deviceChoices() == [("Auto", "auto"), ("CPU", "cpu")]
+    command = helpers.build_segment_command("py", "ct.nrrd", "out", helpers.SegmentSettings(device=choices[1][1]))
+    assert build_parser().parse_args(command[3:]).device == "cuda:0"
+
+
+def test_a_missing_engine_answers_no_gpu(tmp_path):
+    from LungTumorSegLib.slicer_glue.device_query import DeviceQuery
+
+    query = DeviceQuery(str(tmp_path / "no-such-python"))
+    query.start()
+    assert query.done() and query.gpus() == []
+
+
+def test_devices_command_prints_json(capsys):
+    from LungTumorSegLib.cli.main import main
+
+    assert main(["devices", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert set(report) == {"torch", "cuda", "mps"} and isinstance(report["cuda"], list)
+    assert main(["devices"]) == 0 and "torch" in capsys.readouterr().out
