@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from slicer_mrml.fixtures import SAMPLE_DIR
+from slicer_mrml.fixtures import SAMPLE_DIR, SKIP_REASON
+
+pytest.importorskip("slicer_core", reason=SKIP_REASON)  # the modules below import slicer (MRML)
 
 from LungTumorSegLib.slicer_glue import compare_helpers, lesion_nodes
 from LungTumorSegLib.slicer_glue import mrml_nodes as nodes

@@ -12,7 +12,9 @@ import json
 
 import numpy as np
 import pytest
-from slicer_mrml.fixtures import SAMPLE_DIR, job_from_record
+from slicer_mrml.fixtures import SAMPLE_DIR, SKIP_REASON, job_from_record
+
+pytest.importorskip("slicer_core", reason=SKIP_REASON)  # the modules below import slicer (MRML)
 
 from LungTumorSegLib.io.image_io import load_volume, save_volume
 from LungTumorSegLib.slicer_glue import lesion_nodes, seed_points

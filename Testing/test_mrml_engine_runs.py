@@ -11,7 +11,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from slicer_mrml.fixtures import SAMPLE_DIR
+from slicer_mrml.fixtures import SAMPLE_DIR, SKIP_REASON
+
+pytest.importorskip("slicer_core", reason=SKIP_REASON)  # the modules below import slicer (MRML)
 
 from LungTumorSegLib.io.image_io import load_volume
 from LungTumorSegLib.slicer_glue import lesion_nodes

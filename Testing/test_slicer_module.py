@@ -391,8 +391,7 @@ def test_the_panel_asks_the_engine_process_for_gpus():
     """Slicer's process never imports torch for the device list: the engine answers ``devices --json``."""
     import time
 
-    from LungTumorSegLib.slicer_glue.device_query import DeviceQuery, parse_devices
-    from LungTumorSegLib.slicer_glue.segmentation_logic import SegmentationLogic
+    from LungTumorSegLib.slicer_glue.device_query import DeviceQuery, device_choices, parse_devices
 
     query = DeviceQuery(sys.executable)
     query.start()
@@ -409,9 +408,9 @@ def test_the_panel_asks_the_engine_process_for_gpus():
     )
     assert gpus == [{"index": 0, "name": "NVIDIA H200", "memory_gb": 139.8}]
     assert parse_devices("Traceback ...") == [] and parse_devices("") == []
-    choices = SegmentationLogic.deviceChoices(gpus)
+    choices = device_choices(gpus)
     assert choices == [("Auto", "auto"), ("GPU 0 (NVIDIA H200)", "cuda:0"), ("CPU", "cpu")]
-    assert SegmentationLogic.deviceChoices() == [("Auto", "auto"), ("CPU", "cpu")]
+    assert device_choices() == [("Auto", "auto"), ("CPU", "cpu")]
     command = helpers.build_segment_command("py", "ct.nrrd", "out", helpers.SegmentSettings(device=choices[1][1]))
     assert build_parser().parse_args(command[3:]).device == "cuda:0"
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import subprocess
 
+from .i18n import tr as _
 from .segment_helpers import engine_environment
 
 TIMEOUT_S = 120.0
@@ -67,3 +68,12 @@ def parse_devices(text: str) -> list[dict]:
         if isinstance(report, dict) and isinstance(report.get("cuda"), list):
             return [gpu for gpu in report["cuda"] if isinstance(gpu, dict) and "index" in gpu and "name" in gpu]
     return []
+
+
+def device_choices(gpus: list[dict] | None = None) -> list[tuple[str, str]]:
+    """(label, --device value) pairs for the panel: Auto, one entry per GPU the engine reported, CPU."""
+    choices = [(_("Auto"), "auto")]
+    for gpu in gpus or []:
+        choices.append((_("GPU {0} ({1})").format(gpu["index"], gpu["name"]), f"cuda:{gpu['index']}"))
+    choices.append((_("CPU"), "cpu"))
+    return choices

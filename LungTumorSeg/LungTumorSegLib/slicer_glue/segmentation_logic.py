@@ -23,7 +23,7 @@ from . import lesion_segments as lesions
 from . import mrml_nodes as nodes
 from . import segment_helpers as helpers
 from . import segmentation_result as results
-from .device_query import DeviceQuery
+from .device_query import DeviceQuery, device_choices
 from .engine_run import EngineRunLogic, new_work_dir
 from .i18n import tr as _
 from .process import python_executable
@@ -72,11 +72,7 @@ class SegmentationLogic(EngineRunLogic):
     @staticmethod
     def deviceChoices(gpus: list[dict] | None = None) -> list[tuple[str, str]]:
         """(label, --device value) pairs: Auto, one entry per GPU the engine reported, CPU."""
-        choices = [(_("Auto"), "auto")]
-        for gpu in gpus or []:
-            choices.append((_("GPU {0} ({1})").format(gpu["index"], gpu["name"]), f"cuda:{gpu['index']}"))
-        choices.append((_("CPU"), "cpu"))
-        return choices
+        return device_choices(gpus)
 
     # ---------------------------------------------------------------- job
 
