@@ -261,7 +261,8 @@ def test_the_batch_script_writes_a_cases_files_with_slicers_writers(mrml, logic,
     written = batch.save_case(result, "series2_chest_CT", out, overwrite=False)
     names = {path.name for path in written}
     assert {"series2_chest_CT.seg.nrrd", "series2_chest_CT_entropy.nrrd", "series2_chest_CT_lesion_table.tsv"} <= names
-    assert "series2_chest_CT_report.html" in names
+    assert "series2_chest_CT_report.html" in names and "series2_chest_CT_lesion_table.schema.tsv" in names
+    assert names == {path.name for path in out.iterdir()}, "every file written is listed"
     with pytest.raises(FileExistsError):
         batch.save_case(result, "series2_chest_CT", out, overwrite=False)
     table = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLTableNode")

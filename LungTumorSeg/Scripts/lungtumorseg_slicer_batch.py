@@ -155,6 +155,7 @@ def save_case(result, name: str, out_dir: Path, overwrite: bool) -> list[Path]:
         "segmentation": out_dir / f"{name}.seg.nrrd",
         "entropy": out_dir / f"{name}_entropy.nrrd",
         "table": out_dir / f"{name}_lesion_table.tsv",
+        "table_schema": out_dir / f"{name}_lesion_table.schema.tsv",  # column types and units, by the table writer
     }
     reports = {
         src: out_dir / f"{name}{src.name[len(result.stem) :]}"
@@ -170,6 +171,8 @@ def save_case(result, name: str, out_dir: Path, overwrite: bool) -> list[Path]:
     else:
         del targets["entropy"]
     nodes.write_node(result.tableNode, targets["table"])
+    if not targets["table_schema"].exists():
+        del targets["table_schema"]
     for src, dst in reports.items():
         shutil.copyfile(src, dst)
     return list(targets.values()) + list(reports.values())
