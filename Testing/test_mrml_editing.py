@@ -272,3 +272,31 @@ def test_the_batch_script_writes_a_cases_files_with_slicers_writers(mrml, logic,
     assert table.GetCellText(0, 0) == "Lung tumor 1"
     assert float(table.GetCellText(0, 1)) == pytest.approx(result.rows[0]["volume_ml"], abs=0.005)
     assert sys.modules.get("qt") is None, "the script's case writing needs no Qt"
+
+
+def test_a_click_that_finds_nothing_adds_no_segment_and_undoes_its_entropy(
+    mrml, logic, nodule, tmp_path, recorded_seed_run
+):
+    import slicer
+
+    first = click(logic, recorded_seed_run, nodule, tmp_path)
+    before = slicer.util.arrayFromVolume(first.entropyNode).copy()
+    job = job_from_record(
+        recorded_seed_run,
+        nodule,
+        tmp_path,
+        addToSegment=True,
+        previous=first,
+        outputSegmentation=first.segmentationNode,
+    )
+    outputs = job["result"]["outputs"]
+    label, entropy = load_volume(outputs["tumor"]), load_volume(outputs["entropy"])
+    save_volume(label.with_array(np.zeros(label.shape, np.uint8)), outputs["tumor"], overwrite=True)
+    heat = np.zeros(entropy.shape, np.float32)
+    heat[CORNER] = 0.3
+    save_volume(entropy.with_array(heat), outputs["entropy"], overwrite=True)
+    empty = logic.loadResults(job)
+    assert empty.segmentIds == first.segmentIds, "no empty segment for a click that found nothing"
+    assert logic.undoLastSeed(empty)
+    np.testing.assert_array_equal(slicer.util.arrayFromVolume(empty.entropyNode), before)
+    assert empty.segmentIds == first.segmentIds

@@ -40,6 +40,11 @@ def volume_from_node(volumeNode) -> Volume:
     return helpers.volume_from_kji(slicer.util.arrayFromVolume(volumeNode), ijk_to_ras_array(volumeNode))
 
 
+def volume_view(volumeNode) -> Volume:
+    """Engine Volume of a node without copying its voxels (a transposed view of Slicer's array): read it only."""
+    return Volume(slicer.util.arrayFromVolume(volumeNode).transpose(2, 1, 0), ijk_to_ras_array(volumeNode))
+
+
 def export_volume(volumeNode, path: Path) -> Path:
     """Write the node as NRRD (its own frame) for the engine process."""
     from ..io.image_io import save_volume

@@ -15,14 +15,7 @@ import slicer
 
 from . import lesion_nodes
 from . import mrml_nodes as nodes
-
-
-def bounding_box(mask: np.ndarray) -> tuple[slice, ...] | None:
-    """The index box (slices) around the True voxels; None when there is none."""
-    where = np.nonzero(mask)
-    if where[0].size == 0:
-        return None
-    return tuple(slice(int(axis.min()), int(axis.max()) + 1) for axis in where)
+from .lesion_segments import bounding_box
 
 
 @dataclass
@@ -54,7 +47,13 @@ class SeedUndo:
         self.steps: list[SeedStep] = []
 
     def click(self, mask_kji: np.ndarray, inputVolume) -> str:
-        """Add the click's lesion (a new segment, or merged into the one it overlaps) and remember how to undo it."""
+        """Add the click's lesion (a new segment, or merged into the one it overlaps) and remember how to undo it.
+
+        A click that found no lesion changes no segment ('' is returned); its step still undoes its entropy.
+        """
+        if bounding_box(mask_kji) is None:
+            self.steps.append(SeedStep("", added=False))
+            return ""
         segmentId, before = lesion_nodes.add_or_merge_lesion(self.segmentationNode, mask_kji, inputVolume)
         step = SeedStep(segmentId, added=before is None)
         if before is not None:
@@ -98,7 +97,7 @@ class SeedUndo:
             return False
         step = self.steps.pop()
         segmentation = self.segmentationNode.GetSegmentation()
-        if step.added:
+        if step.added and step.segmentId:
             segmentation.RemoveSegment(step.segmentId)
         elif step.region is not None:
             mask = lesion_nodes.lesion_mask(self.segmentationNode, step.segmentId, inputVolume)

@@ -69,8 +69,8 @@ def measure_lesion_segments(segmentationNode, inputVolume, entropyNode=None) -> 
     """Measure every non-empty lesion segment as one lesion: (measurements, the measured segment IDs)."""
     ids = lesion_nodes.lesion_segment_ids(segmentationNode)
     masks = [lesion_nodes.lesion_mask(segmentationNode, segmentId, inputVolume).transpose(2, 1, 0) for segmentId in ids]
-    ct = nodes.volume_from_node(inputVolume)
-    entropy = nodes.volume_from_node(entropyNode) if entropyNode is not None and nodes.in_scene(entropyNode) else None
+    ct = nodes.volume_view(inputVolume)
+    entropy = nodes.volume_view(entropyNode) if entropyNode is not None and nodes.in_scene(entropyNode) else None
     if entropy is not None and not entropy.same_grid(ct):
         entropy = None
     case, measured = lesions.measure_segments(masks, ct.affine, ct, entropy)
