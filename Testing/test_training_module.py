@@ -1,4 +1,4 @@
-"""Tests of the LungTumorSegTraining Slicer module without Slicer: gui_helpers, the .ui file, the API check."""
+"""Tests of the LungTumorSegTraining Slicer module without Slicer: its Qt-free Logic helpers (slicer_glue), the .ui file, the API check."""
 
 from __future__ import annotations
 
