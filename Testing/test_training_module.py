@@ -1,4 +1,4 @@
-"""Tests of the LungTumorSegTraining Slicer module without Slicer: its Qt-free Logic helpers (slicer_glue), the .ui file, the API check."""
+"""The LungTumorSegTraining module without Slicer: its Qt-free Logic (slicer_glue), the .ui file, the API check."""
 
 from __future__ import annotations
 
