@@ -176,7 +176,7 @@ def test_requirements_are_checked_with_versions_and_extras():
     for requirement in pyproject_dependencies():
         assert deps.requirement_satisfied(requirement), requirement
     assert deps.requirement_satisfied("monai[einops]")
-    assert not deps.requirement_satisfied("monai[pyyaml]")  # pyyaml is not installed here
+    assert not deps.requirement_satisfied("monai[mlflow]")  # mlflow is not installed here
     assert not deps.requirement_satisfied("numpy>=999")
     assert not deps.requirement_satisfied("no-such-distribution-lts>=1.0")
     assert deps.requirement_satisfied('no-such-distribution-lts; sys_platform == "nonexistent-os"')
@@ -214,6 +214,7 @@ def test_constraints_pin_torch_and_slicers_packages():
     text = deps.constraints_text()
     lines = set(text.splitlines())
     assert f"torch=={importlib.metadata.version('torch')}" in lines  # e.g. torch==2.13.0+cpu: keeps that build
+    assert f"torchvision=={importlib.metadata.version('torchvision')}" in lines  # timm's; kept with its torch
     assert f"numpy=={importlib.metadata.version('numpy')}" in lines
     assert f"scipy=={importlib.metadata.version('scipy')}" in lines
     assert not any(line.startswith(("monai==", "matplotlib==")) for line in lines)

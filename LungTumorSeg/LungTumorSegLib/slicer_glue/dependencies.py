@@ -21,6 +21,9 @@ from ..core.paths import LIB_DIR
 
 PYPROJECT = "pyproject.toml"
 TORCH = "torch"
+# Built together with torch: held at the installed build too (timm, which LiteMedSAM needs, requires torchvision;
+# left free, pip would replace a CPU torch with the newest CUDA one to get the newest torchvision).
+TORCH_COMPANIONS = ("torchvision",)
 # Distributions that Slicer's Python ships (SuperBuild/External_python-*.cmake of Slicer 5.4 to 5.12; VTK and
 # SimpleITK are built with Slicer and have no pip metadata): the modules never pip-install or replace them.
 SLICER_PROVIDED = (
@@ -176,12 +179,12 @@ def plan_install(requirements: list[str] | None = None) -> InstallPlan:
 
 
 def constraints_text(extra_pins: dict[str, str] | None = None) -> str:
-    """A pip constraints file pinning what pip must not replace: the packages Slicer ships, and torch.
+    """A pip constraints file pinning what pip must not replace: the packages Slicer ships, torch and torchvision.
 
-    Torch is pinned to the installed build so that pip never swaps the PyTorch extension's CUDA/CPU build for
-    another one while installing MONAI.
+    Torch (and torchvision, which the PyTorch extension installs with it) are pinned to the installed build so
+    that pip never swaps the PyTorch extension's CUDA/CPU build for another one while installing MONAI or timm.
     """
-    pins = {name: installed_version(name) for name in (*SLICER_PROVIDED, TORCH)}
+    pins = {name: installed_version(name) for name in (*SLICER_PROVIDED, TORCH, *TORCH_COMPANIONS)}
     pins.update(extra_pins or {})
     return "".join(f"{name}=={version}\n" for name, version in sorted(pins.items()) if version)
 
