@@ -214,9 +214,8 @@ def segment_boxes(
     reporter.update("measure", 0.92, "measuring the lesions")
     for prompt in placed:
         region = prompt.box.slices
-        views["entropy"][region] = np.where(
-            views["p"][region] > 0, binary_entropy(torch.from_numpy(views["p"][region])).numpy(), 0.0
-        )
+        p = np.ascontiguousarray(views["p"][region])
+        views["entropy"][region] = np.where(p > 0, binary_entropy(torch.from_numpy(p)).numpy(), 0.0)
     label, probability, entropy = (Volume(outputs[name], ct.affine.copy()) for name in ("label", "p", "entropy"))
     measurements = _measure(label, ct, entropy, lesions)
     info = {
@@ -299,7 +298,6 @@ def segment_lesion(
         whole = logits > logit
         mask = whole[inner]
         outside = int(np.count_nonzero(whole)) - int(np.count_nonzero(mask))
-        mask = _apply_points(mask, prompt.points.get(z, ()), box)
         sigmoid = 1.0 / (1.0 + np.exp(-np.clip(logits[inner], -50.0, 50.0)))
         lesion.slice_log.append({"z": z, "area": int(mask.sum()), "outside": outside, "score": round(score, 3)})
         if progress:
@@ -338,17 +336,6 @@ def segment_lesion(
             keep(z, current, sigmoid, outside)
             previous, z = current, z + direction
     return probability, _finish_mask(raw, hu, options.gate_hu if lesion.hu_gate else None)
-
-
-def _apply_points(mask: np.ndarray, points: Sequence[tuple[float, float, bool]], box: DisplayBox) -> np.ndarray:
-    """Exclude points remove the part of the slice's mask they fall in (the network may ignore them)."""
-    for x, y, include in points:
-        row, column = int(round(y)) - box.y0, int(round(x)) - box.x0
-        if include or not (0 <= row < mask.shape[0] and 0 <= column < mask.shape[1]) or not mask[row, column]:
-            continue
-        parts, _ = ndimage.label(mask)
-        mask = mask & (parts != parts[row, column])
-    return mask
 
 
 def _rectangle_around(mask: np.ndarray, box: DisplayBox, options: BoxSegmentOptions) -> Rectangle:
