@@ -136,6 +136,9 @@ def draw(path: Path, ct: Volume, reference: np.ndarray, prediction: np.ndarray, 
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=80)
     plt.close(figure)
+    from PIL import Image
+
+    Image.open(path).convert("RGB").quantize(colors=128).save(path, optimize=True)  # a third of the bytes
 
 
 def main() -> None:
