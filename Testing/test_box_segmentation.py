@@ -98,6 +98,23 @@ def test_re_prompting_the_same_ct_reuses_the_encoded_slices(first_run, nodule, m
     assert np.count_nonzero(again.label.array[:, :, middle]) < 0.9 * before
 
 
+def test_a_slice_box_replaces_the_propagated_box_on_its_slice(first_run, nodule, model):
+    """A 2D box (two corners on one slice) over half of the nodule on the middle slice: that slice's outline halves."""
+    ct, reference = nodule
+    corners = box_corners(reference, SLICES)
+    middle = (SLICES[0] + SLICES[1]) // 2
+    ijk = np.argwhere(reference.array[:, :, middle] > 0)
+    (i0, j0), (i1, j1) = ijk.min(axis=0), ijk.max(axis=0)
+    half = ct.voxel_to_ras(np.array([[i0, j0, middle], [(i0 + i1) / 2, j1, middle]], dtype=float))
+    prompt = LesionPrompt(corners, slice_boxes=[(list(half[0]), list(half[1]))])
+    placed = place_prompt(reoriented(ct, "RAS"), prompt)
+    assert list(placed.slice_rectangles) == [placed.box.middle_slice]
+    again = segment_boxes(ct, [prompt], BoxSegmentOptions(device="cpu"), None, model, encoder=first_run.encoder)
+    assert again.info["timings"]["slices_encoded"] == 0
+    before = np.count_nonzero(first_run.label.array[:, :, middle])
+    assert np.count_nonzero(again.label.array[:, :, middle]) < 0.75 * before
+
+
 def test_the_answer_does_not_depend_on_how_the_ct_is_stored(first_run, nodule, model):
     ct, reference = nodule
     flipped = reoriented(ct, "RAS")  # stored LPS: both in-plane axes reversed
@@ -181,6 +198,11 @@ def test_segment_box_writes_the_output_set(tmp_path, nodule, capsys):
         (["--box", "100", "180", "200", "110", "190", "210", "--include", "0", "0", "0"], "in no --box"),
         (["--include", "0", "0", "0"], "--include: only used with --box"),
         (["--hu-gate", "off"], "--hu-gate: only used with --box"),
+        (["--slice-box", "100", "180", "200", "110", "190", "200"], "--slice-box: only used with --box"),
+        (
+            ["--box", "80", "160", "190", "110", "200", "220", "--slice-box", "90", "170", "200", "100", "190", "201"],
+            "two corners on one axial slice",
+        ),
     ],
 )
 def test_bad_box_options_exit_2_with_one_line_and_write_nothing(tmp_path, capsys, extra, message):

@@ -39,7 +39,7 @@ AUTOMATIC_ONLY = (
 
 
 def add_box_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--box``, ``--include``, ``--exclude`` and ``--hu-gate`` for ``segment``."""
+    """``--box``, ``--slice-box``, ``--include``, ``--exclude`` and ``--hu-gate`` for ``segment``."""
     group = parser.add_argument_group(
         "box prompts (LiteMedSAM)",
         "Segment the lesion in a box instead of running the automatic model. Coordinates are RAS mm, as Slicer "
@@ -52,6 +52,15 @@ def add_box_arguments(parser: argparse.ArgumentParser) -> None:
         action="append",
         metavar=("R0", "A0", "S0", "R1", "A1", "S1"),
         help="two opposite corners of a box around one lesion; repeat for more lesions (lesion n = n-th box)",
+    )
+    group.add_argument(
+        "--slice-box",
+        type=float,
+        nargs=6,
+        action="append",
+        metavar=("R0", "A0", "S0", "R1", "A1", "S1"),
+        help="a 2D box on one axial slice (S0 = S1) that replaces the propagated box there, for the --box holding "
+        "it; repeatable",
     )
     group.add_argument(
         "--include",
@@ -79,7 +88,7 @@ def add_box_arguments(parser: argparse.ArgumentParser) -> None:
 
 def check_no_box_options(args: argparse.Namespace) -> None:
     """Point prompts and the HU gate belong to ``--box``; without it they are an error, not silently ignored."""
-    given = [f"--{name}" for name in ("include", "exclude") if getattr(args, name, None)]
+    given = [f"--{name.replace('_', '-')}" for name in ("include", "exclude", "slice_box") if getattr(args, name, None)]
     given += ["--hu-gate"] if getattr(args, "hu_gate", "auto") != "auto" else []
     if given:
         raise InputError(f"{', '.join(given)}: only used with --box")
@@ -88,7 +97,7 @@ def check_no_box_options(args: argparse.Namespace) -> None:
 def box_prompts_from_args(args: argparse.Namespace) -> list[LesionPrompt]:
     """The lesion prompts of the command line, checked before anything is loaded.
 
-    Each ``--include``/``--exclude`` point goes to the smallest box that holds it.
+    Each ``--include``/``--exclude`` point and ``--slice-box`` (by its centre) goes to the smallest box holding it.
 
     Raises:
         InputError: a bad box or point, options of the automatic model, several inputs.
@@ -103,12 +112,22 @@ def box_prompts_from_args(args: argparse.Namespace) -> list[LesionPrompt]:
         check_prompt_values(prompt, "--box" if len(prompts) == 1 else f"--box ({number})")
     for include, points in ((True, args.include or []), (False, args.exclude or [])):
         for point in points:
-            holders = [p for p in prompts if _holds(p, point)]
-            if not holders:
-                raise InputError(f"--{'include' if include else 'exclude'} {numbers_text(point)}: in no --box")
-            smallest = min(holders, key=lambda p: float(np.prod(np.abs(np.subtract(*p.corners)))))
-            (smallest.include_points if include else smallest.exclude_points).append(point)
+            holder = _smallest_holder(prompts, point, f"--{'include' if include else 'exclude'}")
+            (holder.include_points if include else holder.exclude_points).append(point)
+    for values in args.slice_box or []:
+        corners = (values[:3], values[3:])
+        if not all(np.isfinite(values)) or abs(values[2] - values[5]) > 1e-3:
+            raise InputError(f"--slice-box {numbers_text(values)}: two corners on one axial slice (S0 = S1), in mm")
+        _smallest_holder(prompts, np.mean(corners, axis=0), "--slice-box").slice_boxes.append(corners)
     return prompts
+
+
+def _smallest_holder(prompts: list[LesionPrompt], point, option: str) -> LesionPrompt:
+    """The smallest box holding ``point`` (InputError when none does)."""
+    holders = [p for p in prompts if _holds(p, point)]
+    if not holders:
+        raise InputError(f"{option} {numbers_text(point)}: in no --box")
+    return min(holders, key=lambda p: float(np.prod(np.abs(np.subtract(*p.corners)))))
 
 
 def _holds(prompt: LesionPrompt, point) -> bool:
