@@ -4,7 +4,8 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-# torch is pinned so pip takes the CPU build where the machine provides it; see README for GPU installs.
+# torch is pinned so pip takes the CPU build where the machine provides it; see README for GPU installs. The rest
+# is installed with that torch (and torchvision, if any) held (torch-pin.txt), so no dependency swaps the build.
 TORCH_SPEC ?= torch==2.13.0
 PIP_TORCH_ARGS ?=
 SHARED ?= ../shared
@@ -16,7 +17,8 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet "$(TORCH_SPEC)" $(PIP_TORCH_ARGS)
-	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PY) -m pip freeze | grep -E '^(torch|torchvision)==' > $(VENV)/torch-pin.txt
+	$(PY) -m pip install --quiet -e ".[dev]" -c $(VENV)/torch-pin.txt
 	touch $@
 
 setup: $(VENV)/.installed

@@ -16,6 +16,7 @@ from typing import Annotated, Any
 import qt
 import slicer
 import vtk
+from LungTumorSegWidgets.box_section import BoxSection
 from LungTumorSegWidgets.compare_section import CompareSection
 from slicer import vtkMRMLMarkupsFiducialNode, vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode
 from slicer.i18n import tr as _
@@ -32,8 +33,9 @@ from LungTumorSegLib.model.model_names import user_models_dir
 from LungTumorSegLib.slicer_glue import lesion_nodes, sample_data, seed_points
 from LungTumorSegLib.slicer_glue import mrml_nodes as nodes
 from LungTumorSegLib.slicer_glue import segment_helpers as helpers
+from LungTumorSegLib.slicer_glue.box_tool_logic import BoxToolLogic
 from LungTumorSegLib.slicer_glue.dependency_install import ensureEngineDependencies  # noqa: F401 - module API
-from LungTumorSegLib.slicer_glue.segmentation_logic import LungTumorSegResult, SegmentationLogic
+from LungTumorSegLib.slicer_glue.segmentation_logic import LungTumorSegResult
 
 MODULE_DIR = Path(__file__).resolve().parent
 SELF_TEST_DIR = MODULE_DIR / "Testing" / "Python"
@@ -97,15 +99,17 @@ class LungTumorSegParameterNode:
     modelDefaultsOf: str = ""  # the model whose defaults threshold and minLesionMl were set to
 
 
-class LungTumorSegLogic(SegmentationLogic, ScriptedLoadableModuleLogic):
-    """The segmentation Logic (LungTumorSegLib.slicer_glue.segmentation_logic) with the module's parameter node.
+class LungTumorSegLogic(BoxToolLogic, ScriptedLoadableModuleLogic):
+    """The segmentation Logic with box prompts (LungTumorSegLib.slicer_glue: segmentation_logic, box_tool_logic)
+    and the module's parameter node.
 
-    Scripts: ``LungTumorSegLogic().run(volumeNode, SegmentSettings(device="cpu"))``.
+    Scripts: ``LungTumorSegLogic().run(volumeNode, SegmentSettings(device="cpu"))``, ``runBox(volumeNode,
+    BoxSettings(corners))``.
     """
 
     def __init__(self) -> None:
         ScriptedLoadableModuleLogic.__init__(self)
-        SegmentationLogic.__init__(self)
+        BoxToolLogic.__init__(self)
 
     def getParameterNode(self) -> LungTumorSegParameterNode:
         return LungTumorSegParameterNode(super().getParameterNode())
@@ -122,6 +126,7 @@ class LungTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         VTKObservationMixin.__init__(self)
         self.logic: LungTumorSegLogic | None = None
         self.compareSection: CompareSection | None = None
+        self.boxSection: BoxSection | None = None
         self._parameterNode: LungTumorSegParameterNode | None = None
         self._parameterNodeGuiTag = None
         self._manifest: dict[str, Any] = {}
@@ -171,6 +176,7 @@ class LungTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.remeasureButton.enabled = False
         self.ui.undoSeedButton.enabled = False
         self.ui.progressBar.setValue(0)
+        self.boxSection = BoxSection(self)
         self.initializeParameterNode()
         self.compareSection = CompareSection(self)
 
@@ -199,6 +205,7 @@ class LungTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.logic.cancel()
         self.setParameterNode(None)
         self.resetResults()
+        self.boxSection.onSceneStartClose()
         if self.ui.seedModeCheckBox.checked:
             self.ui.seedModeCheckBox.checked = False
 
@@ -232,6 +239,8 @@ class LungTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.applyButton.enabled = hasInput and not running and self.ui.modelComboBox.count > 0
         self.ui.applyButton.toolTip = _("Segment the CT") if hasInput else _("Select a CT volume first")
         self.ui.cancelButton.enabled = running
+        if self.boxSection:
+            self.boxSection.refreshLesions()
 
     def resetResults(self) -> None:
         """No result shown: table, summary, report button, queued seed clicks."""
@@ -454,6 +463,8 @@ class LungTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         stale = self.logic.isStale(result)
         self.ui.remeasureButton.enabled = stale
         self.ui.undoSeedButton.enabled = self.logic.canUndoLastSeed(result)
+        if self.boxSection:
+            self.boxSection.refreshLesions()
         if result is not None:
             note = _("Segments edited since they were measured: press Re-measure.") if stale else ""
             self.ui.summaryLabel.text = "\n".join(filter(None, (result.summaryText, note)))

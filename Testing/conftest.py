@@ -11,7 +11,12 @@ import numpy as np
 import pytest
 import torch
 from nibabel import orientations as ornt
-from slicer_mrml.fixtures import mrml, recorded_nodule_run, recorded_seed_run  # noqa: F401 - real-MRML fixtures
+from slicer_mrml.fixtures import (  # noqa: F401 - real-MRML fixtures
+    mrml,
+    recorded_box_run,
+    recorded_nodule_run,
+    recorded_seed_run,
+)
 
 from LungTumorSegLib.core.volume import Volume
 from LungTumorSegLib.model.bundle_writer import MemberWeights, write_bundle

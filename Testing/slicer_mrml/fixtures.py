@@ -101,3 +101,42 @@ def recorded_seed_run(tmp_path_factory) -> dict:
     )
     record["point_ras"] = tuple(float(v) for v in centre)
     return record
+
+
+BOX_SLICES = (26, 28)  # three 1 mm slices through the middle of the demo nodule (stored index k): a short box run
+
+
+def nodule_box_corners(k_range: tuple[int, int] = BOX_SLICES, margin: float = 0.1) -> tuple[list, list]:
+    """RAS corners around the readers' demo nodule on slices ``k_range``, grown by ``margin`` of its size in-plane."""
+    import numpy as np
+
+    from LungTumorSegLib.io.image_io import load_volume
+
+    reference = load_volume(SAMPLE_DIR / "demo_nodule_mask.nii.gz")
+    sub = reference.array[:, :, k_range[0] : k_range[1] + 1] > 0
+    ijk = np.argwhere(sub) + [0, 0, k_range[0]]
+    corners = reference.voxel_to_ras(np.array([ijk.min(axis=0) - 0.5, ijk.max(axis=0) + 0.5]))
+    first, last = corners.min(axis=0), corners.max(axis=0)
+    grow = margin * (last - first)
+    grow[2] = 0.0
+    return [float(v) for v in first - grow], [float(v) for v in last + grow]
+
+
+@pytest.fixture(scope="session")
+def recorded_box_run(tmp_path_factory) -> dict:
+    """A box run (``--box`` around the demo nodule's middle three slices, LiteMedSAM), recorded once per session."""
+    if not slicer_core_available():
+        pytest.skip(SKIP_REASON)
+    first, last = nodule_box_corners()
+    record = record_segment_run(
+        SAMPLE_DIR / "demo_nodule.nii.gz",
+        tmp_path_factory.mktemp("box-run"),
+        "--box",
+        *map(str, first),
+        *map(str, last),
+        "--threads",
+        "2",
+        "--no-pictures",
+    )
+    record["corners"] = (first, last)
+    return record

@@ -28,6 +28,7 @@ from ..model.model_names import NO_LESION_HINT
 from ..reporting.case_outputs import output_set_names, write_case_outputs
 from ..segmentation.options import SegmentOptions, check_segment_options
 from ..segmentation.pipeline import segment
+from .box_segment import add_box_arguments, check_no_box_options, run_box_segment
 
 LOG = logging.getLogger("lungtumorseg")
 EXIT_INTERNAL_ERROR, EXIT_BAD_INPUT = 1, 2
@@ -79,6 +80,7 @@ def add_segment_parser(commands: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--progress", choices=MODES, default="tqdm", help="tqdm bar, JSON lines on stdout, or none")
     add_clinical_arguments(parser)
+    add_box_arguments(parser)
     parser.set_defaults(func=run_segment)
 
 
@@ -185,6 +187,9 @@ def run_segment(args: argparse.Namespace) -> int:
 
 
 def _segment_all(args: argparse.Namespace, reporter: ProgressReporter) -> int:
+    if getattr(args, "box", None):
+        return run_box_segment(args, reporter, collect_inputs, case_stems)
+    check_no_box_options(args)
     options = options_from_args(args)
     check_segment_options(options, args.threads)
 

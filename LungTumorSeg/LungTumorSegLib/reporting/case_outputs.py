@@ -70,18 +70,20 @@ def write_case_outputs(
     stem: str | None = None,
     header: ImageHeader | None = None,
     clinical: ClinicalOutputs | None = None,
+    case: CaseMeasurements | None = None,
 ) -> tuple[dict[str, Path], dict[str, Any]]:
     """Write label, probability, entropy, mutual information, the JSON summary and the ``clinical`` files.
 
     Args:
         stem: output name prefix (default: the input's file name without its suffix).
         header: the input's header; NIfTI outputs copy its sform and qform (see ``save_volume``).
+        case: the lesions' measurements when already made (box prompts number lesions by box); else measured here.
 
     Returns:
         (paths by output kind, the summary dictionary).
     """
     stem, suffix = stem or case_stem(path), image_suffix(path, fmt)
-    case = measure_lesions(result.label, ct, result.entropy)
+    case = case or measure_lesions(result.label, ct, result.entropy)
     summary = {
         "input": str(path),
         "lungtumorseg_version": __version__,
@@ -94,11 +96,13 @@ def write_case_outputs(
         "tumor": result.label,
         "probability": result.probability,
         "entropy": result.entropy,
-        "mutual_information": result.mutual_information,
+        "mutual_information": result.mutual_information,  # None where there is no ensemble (box prompts)
     }
     kinds: dict[str, str] = {}
     with OutputSet(out_dir, overwrite, replaces=output_set_names(stem)) as outputs:
         for kind, volume in volumes.items():
+            if volume is None:
+                continue
             name = f"{stem}_{kind}{suffix}"
             outputs.write(name, lambda target, v=volume: save_volume(v, target, overwrite=True, like=header))
             kinds[name] = kind

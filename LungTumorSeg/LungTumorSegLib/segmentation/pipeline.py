@@ -33,7 +33,7 @@ class SegmentationResult:
     label: Volume
     probability: Volume
     entropy: Volume
-    mutual_information: Volume
+    mutual_information: Volume | None  # None without an ensemble or flips to disagree (box prompts)
     lung_mask: Volume | None
     info: dict[str, Any] = field(default_factory=dict)
 

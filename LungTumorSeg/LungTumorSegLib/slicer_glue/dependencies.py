@@ -21,6 +21,9 @@ from ..core.paths import LIB_DIR
 
 PYPROJECT = "pyproject.toml"
 TORCH = "torch"
+# Built together with torch: held at the installed build too (timm, which LiteMedSAM needs, requires torchvision;
+# left free, pip would replace a CPU torch with the newest CUDA one to get the newest torchvision).
+TORCH_COMPANIONS = ("torchvision",)
 # The torch the module asks the PyTorch extension for in Slicer: pyproject's requirement plus this bound.
 # Slicer/light-the-torch#176 (open, July 2026): on Slicer 5.10+ (Python 3.12) light-the-torch picks torch 2.13,
 # whose PEP 639 license-files packaging breaks the install on Windows (a Slicer reinstall was needed); installs
@@ -204,12 +207,12 @@ def plan_install(requirements: list[str] | None = None) -> InstallPlan:
 
 
 def constraints_text(extra_pins: dict[str, str] | None = None) -> str:
-    """A pip constraints file pinning what pip must not replace: the packages Slicer ships, and torch.
+    """A pip constraints file pinning what pip must not replace: the packages Slicer ships, torch and torchvision.
 
-    Torch is pinned to the installed build so that pip never swaps the PyTorch extension's CUDA/CPU build for
-    another one while installing MONAI.
+    Torch (and torchvision, which the PyTorch extension installs with it) are pinned to the installed build so
+    that pip never swaps the PyTorch extension's CUDA/CPU build for another one while installing MONAI or timm.
     """
-    pins = {name: installed_version(name) for name in (*SLICER_PROVIDED, TORCH)}
+    pins = {name: installed_version(name) for name in (*SLICER_PROVIDED, TORCH, *TORCH_COMPANIONS)}
     pins.update(extra_pins or {})
     return "".join(f"{name}=={version}\n" for name, version in sorted(pins.items()) if version)
 

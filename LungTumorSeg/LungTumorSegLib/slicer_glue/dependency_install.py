@@ -83,8 +83,8 @@ def ensureEngineDependencies(askConfirmation: bool = True, requester: str = "Lun
     message = _(
         "{requester} needs Python packages that are not installed in Slicer yet: {names}.\n\n"
         "Install them now? PyTorch comes through the PyTorch extension (about 200 MB for the CPU build, 2-3 GB "
-        "with CUDA); MONAI and the rest are about 50 MB. It takes from a few minutes to about 15 minutes, and "
-        "Slicer does not respond meanwhile."
+        "with CUDA); MONAI, the LiteMedSAM weights (39 MB) and the rest are about 100 MB. It takes from a few "
+        "minutes to about 15 minutes, and Slicer does not respond meanwhile."
     ).format(requester=requester, names=", ".join(plan.missing_names()))
     details = "\n".join(([plan.torch] if plan.torch else []) + plan.pip)
     if askConfirmation and not slicer.util.confirmOkCancelDisplay(message, detailedText=details):

@@ -110,6 +110,13 @@ def segment_names(segmentationNode) -> list[str]:
     return [segmentation.GetNthSegment(n).GetName() for n in range(segmentation.GetNumberOfSegments())]
 
 
+def add_new_lesion(segmentationNode, mask_kji: np.ndarray, inputVolume) -> str:
+    """``mask_kji`` as a new lesion segment "Lung tumor N" with the next free N; its segment ID."""
+    segmentId = add_lesion_segment(segmentationNode, lesions.next_lesion_number(segment_names(segmentationNode)))
+    import_labels(segmentationNode, (mask_kji > 0).astype(np.uint8), [segmentId], inputVolume)
+    return segmentId
+
+
 def add_or_merge_lesion(segmentationNode, mask_kji: np.ndarray, inputVolume) -> tuple[str, np.ndarray | None]:
     """A seed click's lesion: merged into the lesion segment it overlaps most, else a new "Lung tumor N".
 
@@ -119,9 +126,7 @@ def add_or_merge_lesion(segmentationNode, mask_kji: np.ndarray, inputVolume) -> 
     existing = [lesion_mask(segmentationNode, segmentId, inputVolume) for segmentId in ids]
     index = lesions.overlapping_lesion(mask_kji > 0, existing)
     if index is None:
-        segmentId = add_lesion_segment(segmentationNode, lesions.next_lesion_number(segment_names(segmentationNode)))
-        import_labels(segmentationNode, (mask_kji > 0).astype(np.uint8), [segmentId], inputVolume)
-        return segmentId, None
+        return add_new_lesion(segmentationNode, mask_kji, inputVolume), None
     merged = ((mask_kji > 0) | (existing[index] > 0)).astype(np.uint8)
     import_labels(segmentationNode, merged, [ids[index]], inputVolume)
     return ids[index], existing[index]

@@ -1,5 +1,5 @@
-"""Undo for seed clicks: what each click changed (the segment it added, or the part of the segment it merged into)
-and the part of the entropy map it raised.
+"""Undo for seed clicks and boxes: what each prompt changed (the segment it added, or the part of the segment it
+merged into or replaced) and the part of the entropy map it raised.
 
 Undo is offered only while the segments are exactly as the last click left them: after an edit in the Segment
 Editor, its own undo is the one that knows the order of changes. Qt-free (slicer-core in pytest).
@@ -40,7 +40,7 @@ class SeedStep:
 
 
 class SeedUndo:
-    """The clicks of one segmentation node that can still be undone, last first."""
+    """The prompts (seed clicks, boxes) of one segmentation node that can still be undone, last first."""
 
     def __init__(self, segmentationNode) -> None:
         self.segmentationNode = segmentationNode
@@ -59,6 +59,28 @@ class SeedUndo:
         if before is not None:
             step.region = bounding_box(mask_kji > 0)
             step.maskBefore = before[step.region].copy() if step.region is not None else None
+        self.steps.append(step)
+        return segmentId
+
+    def add_lesion(self, mask_kji: np.ndarray, inputVolume) -> str:
+        """A box's lesion as a new segment "Lung tumor N" (next free N), whatever it overlaps; '' when empty."""
+        if bounding_box(mask_kji) is None:
+            self.steps.append(SeedStep("", added=False))
+            return ""
+        segmentId = lesion_nodes.add_new_lesion(self.segmentationNode, mask_kji, inputVolume)
+        self.steps.append(SeedStep(segmentId, added=True))
+        return segmentId
+
+    def replace_lesion(self, segmentId: str, mask_kji: np.ndarray, inputVolume) -> str:
+        """Replace the voxels of segment ``segmentId`` by ``mask_kji`` (its name, colour and tags kept), undoably.
+
+        The step keeps the segment as it was over the box around both the old and the new voxels, so undo puts
+        it back exactly. An empty mask empties the segment (the user asked for the box's result).
+        """
+        before = lesion_nodes.lesion_mask(self.segmentationNode, segmentId, inputVolume)
+        step = SeedStep(segmentId, added=False, region=bounding_box((before > 0) | (mask_kji > 0)))
+        step.maskBefore = before[step.region].copy() if step.region is not None else None
+        lesion_nodes.import_labels(self.segmentationNode, (mask_kji > 0).astype(np.uint8), [segmentId], inputVolume)
         self.steps.append(step)
         return segmentId
 

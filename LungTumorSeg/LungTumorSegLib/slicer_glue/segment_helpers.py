@@ -50,6 +50,7 @@ STEP_LABELS = {
     "pre-process": "Pre-processing",
     "load model": "Loading model",
     "inference": "Running the networks",
+    "segment": "Segmenting the box (LiteMedSAM)",
     "post-process": "Post-processing",
     "measure": "Measuring lesions",
     "write": "Writing results",

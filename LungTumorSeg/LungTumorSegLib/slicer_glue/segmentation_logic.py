@@ -240,7 +240,7 @@ class SegmentationLogic(EngineRunLogic):
         if job.get("addToSegment"):
             segmentationNode = target or lesion_nodes.new_segmentation(inputVolume, f"{baseName} tumor")
             undo = self.seedUndo(segmentationNode)
-            undo.click(helpers.kji_from_volume(label)[0] > 0.5, inputVolume)
+            job["promptSegmentId"] = self.addPromptedLesion(job, undo, helpers.kji_from_volume(label)[0], inputVolume)
             entropyKji = undo.merge_entropy(previousEntropy, entropyKji)
             measurements, segmentIds = None, []
         else:
@@ -279,6 +279,7 @@ class SegmentationLogic(EngineRunLogic):
             stem=job["stem"],
             outputs=outputs,
             inputVolume=inputVolume,
+            promptSegmentId=job.get("promptSegmentId", ""),
         )
         if measurements is None:
             results.remeasure(result)
@@ -291,6 +292,14 @@ class SegmentationLogic(EngineRunLogic):
         nodes.place_next_to([segmentationNode, entropyNode, result.tableNode, *result.lineNodes], inputVolume)
         Path(job["inputPath"]).unlink(missing_ok=True)  # the exported CT copy is no longer needed
         return result
+
+    @staticmethod
+    def addPromptedLesion(job: dict[str, Any], undo: SeedUndo, label_kji, inputVolume) -> str:
+        """A seed click's lesion: merged into the lesion segment it overlaps, else a new segment (undoable).
+
+        Returns the segment added or merged into ('' when the click found nothing).
+        """
+        return undo.click(label_kji > 0.5, inputVolume)
 
     @staticmethod
     def readMeasurements(outputs: dict, outputDir, stem: str, label, entropy) -> dict:

@@ -209,6 +209,66 @@ class LungTumorSegTest(ScriptedLoadableModuleTest):
         self.assertFalse(logic.canUndoLastSeed(second))
         self.delayDisplay("Seed test passed")
 
+    def test_BoxToolSegmentsAndReplacesUnderATransform(self) -> None:
+        """The box section on a transformed CT: start from the model's lesion, replace it, undo, add a new lesion."""
+        import numpy as np
+
+        from LungTumorSegLib.slicer_glue import box_helpers
+
+        if not box_helpers.box_tool_availability().available:
+            widget = self.widget()
+            self.assertIn("Slicer 5.10", widget.boxSection.ui.boxAvailabilityLabel.text)
+            self.assertFalse(widget.boxSection.ui.segmentBoxButton.enabled)
+            self.skipTest("the box tool needs Python >= 3.10 (Slicer >= 5.10); the panel says so")
+        self.requireEngine()
+        if importlib.util.find_spec(box_helpers.BOX_MODULE) is None:
+            self.skipTest(f"{box_helpers.BOX_PACKAGE} is not installed: the box tool cannot run")
+        self.delayDisplay("Box tool")
+        widget, box = self.widget(), None
+        ctNode = self.loadNodule()
+        transform = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLLinearTransformNode", "shift")
+        shift = vtk.vtkMatrix4x4()
+        shift.SetElement(1, 3, 30.0)
+        transform.SetMatrixTransformToParent(shift)
+        ctNode.SetAndObserveTransformNodeID(transform.GetID())
+        widget.ui.inputVolumeSelector.setCurrentNode(ctNode)
+        automatic = widget.logic.run(ctNode, CPU)
+        widget.showResult(automatic)
+        widget._parameterNode.outputSegmentation = automatic.segmentationNode
+        section = widget.boxSection
+        slicer.app.processEvents()
+        self.assertEqual(section.ui.boxLesionComboBox.count, 1)
+        section.ui.boxFromLesionButton.click()
+        box = section.ui.boxRoiSelector.currentNode()
+        self.assertIsNotNone(box, "Start from selected lesion made a box")
+        self.assertEqual(box.GetTransformNodeID(), transform.GetID())
+        before = lesion_nodes.lesion_mask(automatic.segmentationNode, automatic.segmentIds[0], ctNode) > 0
+
+        def segmentBox() -> None:
+            section.ui.segmentBoxButton.click()
+            self.assertTrue(widget.logic.isRunning(), section.ui.boxStatusLabel.text)
+            self.waitFor(lambda: not widget.logic.isRunning(), 600, "the box run")
+            slicer.app.processEvents()
+            self.assertTrue(section.ui.boxStatusLabel.text.startswith("Done"), section.ui.boxStatusLabel.text)
+
+        section.ui.boxReplaceRadioButton.checked = True
+        segmentBox()
+        result = widget._result
+        self.assertEqual(result.segmentIds, automatic.segmentIds, "replace adds no segment")
+        replaced = lesion_nodes.lesion_mask(result.segmentationNode, result.segmentIds[0], ctNode) > 0
+        reference, _ = self.noduleMask()
+        self.assertGreater(self.dice(replaced, reference), 0.5, "LiteMedSAM outlines the readers' nodule")
+        self.assertTrue(section.ui.boxUndoButton.enabled)
+        section.ui.boxUndoButton.click()
+        restored = lesion_nodes.lesion_mask(result.segmentationNode, result.segmentIds[0], ctNode) > 0
+        self.assertTrue(np.array_equal(restored, before), "undo puts the model's lesion back")
+        section.ui.boxAddRadioButton.checked = True
+        segmentBox()
+        names = [row["segment_name"] for row in widget._result.rows]
+        self.assertEqual(names, ["Lung tumor 1", "Lung tumor 2"])
+        self.assertEqual(widget._result.tableNode.GetNumberOfRows(), 2)
+        self.delayDisplay("Box tool test passed")
+
     def test_PanelFollowsTheSceneAndTheModel(self) -> None:
         """Apply follows the parameter node; the model's defaults are used; devices never import torch here."""
         self.delayDisplay("Panel state")
