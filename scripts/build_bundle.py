@@ -15,7 +15,10 @@ Each step is skipped when its result exists, so an interrupted rebuild continues
    two whole CTs are CC BY-NC)
 6. targets measured (scripts/evaluate_bundle.py) and written into the manifest's metrics
 
-    python scripts/build_bundle.py [--device cpu|cuda] [--skip-cv] [--members unet ...]
+    python scripts/build_bundle.py [--device cpu|cuda] [--skip-cv | --cv-only] [--members unet ...]
+
+``--cv-only`` stops after step 3 (the fold models and their cross-validated scores, which the sensitivity presets
+and the model card's tables rest on); the shipped bundle is left as it is.
 
 All paths are relative to the repository (the manifest holds no absolute path).
 """
@@ -142,7 +145,9 @@ def main() -> None:
     parser.add_argument("--out", default="LungTumorSeg/Resources/Models/lungtumorseg-ensemble")
     parser.add_argument("--threads", default="0", help="CPU threads per training run (0: all cores)")
     parser.add_argument("--members", nargs="+", default=list(RECIPES), choices=list(RECIPES))
-    parser.add_argument("--skip-cv", action="store_true", help="train only the shipped members")
+    stages = parser.add_mutually_exclusive_group()
+    stages.add_argument("--skip-cv", action="store_true", help="train only the shipped members")
+    stages.add_argument("--cv-only", action="store_true", help="stop after the cross-validation (steps 1-3)")
     args = parser.parse_args()
     machine = ["--device", args.device, "--threads", args.threads, "--progress", "tqdm"]
     if not (ROOT / SPLIT).is_file():
@@ -164,6 +169,8 @@ def main() -> None:
             # a case scored before by the same model is reused: this resumes, and is cheap once done
             evaluate = [tool("lungtumorseg-train"), "evaluate", str(plan.relative_to(ROOT)), "--whole-ct", DATA_ROOT]
             run(*evaluate, "-o", f"{CV}/whole_ct_{label}")
+    if args.cv_only:
+        return
     for member in args.members:
         train_member(member, final, f"{RUNS}/{member}", pretrain, machine)
     sources = [f"{RUNS}/{member}" for member in args.members]
