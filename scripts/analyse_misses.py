@@ -38,12 +38,14 @@ from LungTumorSegLib.segmentation.preprocess import crop  # noqa: E402
 from LungTumorSegTrainingLib.config import write_json_atomic  # noqa: E402
 from LungTumorSegTrainingLib.evaluation.evaluate import load_model  # noqa: E402
 from LungTumorSegTrainingLib.evaluation.operating_points import lesion_facts  # noqa: E402
+from LungTumorSegTrainingLib.evaluation.preset_pictures import save_crop_peaks, save_variant_grid  # noqa: E402
 from LungTumorSegTrainingLib.evaluation.scan_variants import box_around, box_from, reslice, with_kernel, with_noise  # noqa: E402
 from LungTumorSegTrainingLib.evaluation.whole_ct import model_fingerprint, read_plan  # noqa: E402
 from LungTumorSegTrainingLib.evaluation.whole_ct_cases import Reference, find_whole_ct_cases  # noqa: E402
 from LungTumorSegTrainingLib.evaluation.whole_ct_scoring import score_label  # noqa: E402
 
 DATA_ROOT = ROOT.parent / "shared" / "data"
+BUNDLE = ROOT / "LungTumorSeg" / "Resources" / "Models" / "lungtumorseg-ensemble"
 PLAN = ROOT / "runs" / "cv" / "cv_plan_ensemble.json"
 CROP_PEAKS = ROOT / "runs" / "cv" / "operating_points"
 OUT = ROOT / "runs" / "misses"
@@ -51,6 +53,8 @@ TABLES = ROOT / "scripts" / "data" / "miss_analysis.json"
 PICTURES = ROOT / "docs" / "images" / "model-card"
 LEVELS = (0.5, 0.95)  # the outline threshold alone, and the 0.3.0 confidence filter
 CROP_LEVELS = (0.5, 0.8, 0.9, 0.95, 0.98)
+DIAMETER_BINS, SLICE_BINS = (6.0, 10.0, 20.0), (1.5, 2.5)
+GROUPINGS = ("texture", "diameter", "slice spacing")
 TEXTURES = {1: "ground glass", 2: "ground glass", 3: "part solid", 4: "solid", 5: "solid"}
 
 Variant = Callable[[Volume, Reference, np.ndarray], tuple[Volume, Reference, SegmentOptions]]
@@ -202,12 +206,15 @@ def crops_part() -> dict[str, Any]:
         for peak in json.loads(path.read_text())["value"]:
             meta = metadata[peak["case"]]
             image = load_volume(DATA_ROOT / "lidc-nodule-crops" / "image" / f"{peak['case']}.nii.gz", dtype=None)
+            diameter, slice_mm = float(meta["diameter_mm"]), float(image.spacing[2])
             rows.append(
                 {
                     **peak,
                     "texture": TEXTURES.get(int(float(meta["Texture_value"])), "unknown"),
-                    "diameter_mm": round(float(meta["diameter_mm"]), 1),
-                    "slice_mm": round(float(image.spacing[2]), 2),
+                    "diameter_mm": round(diameter, 1),
+                    "diameter": _bin(diameter, DIAMETER_BINS),
+                    "slice_mm": round(slice_mm, 2),
+                    "slice spacing": _bin(slice_mm, SLICE_BINS),
                 }
             )
         groups[split] = {"nodules": rows, "by": _grouped(rows)}
@@ -216,16 +223,11 @@ def crops_part() -> dict[str, Any]:
 
 def _grouped(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """Share found at the outline threshold and kept at each level, by texture, diameter and slice spacing."""
-    bins = {
-        "texture": lambda r: r["texture"],
-        "diameter": lambda r: _bin(r["diameter_mm"], (6, 10, 20), "mm"),
-        "slice spacing": lambda r: _bin(r["slice_mm"], (1.25, 2.0), "mm"),
-    }
     out = {}
-    for name, key in bins.items():
+    for name in GROUPINGS:
         groups: dict[str, list] = {}
         for row in rows:
-            groups.setdefault(key(row), []).append(row["peak_at_threshold"])
+            groups.setdefault(row[name], []).append(row["peak_at_threshold"])
         out[name] = {
             group: {
                 "nodules": len(peaks),
@@ -236,12 +238,16 @@ def _grouped(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def _bin(value: float, edges: tuple[float, ...], unit: str) -> str:
+def _bin(value: float, edges: tuple[float, ...]) -> str:
     """``"< 6 mm"``, ``"6-10 mm"``, ..., ``">= 20 mm"``."""
     for index, edge in enumerate(edges):
         if value < edge:
-            return f"< {edge:g} {unit}" if index == 0 else f"{edges[index - 1]:g}-{edge:g} {unit}"
-    return f">= {edges[-1]:g} {unit}"
+            return f"< {edge:g} mm" if index == 0 else f"{edges[index - 1]:g}-{edge:g} mm"
+    return f">= {edges[-1]:g} mm"
+
+
+def _bins(edges: tuple[float, ...]) -> list[str]:
+    return [_bin(value, edges) for value in (edges[0] - 1, *edges)]
 
 
 def main() -> None:
@@ -260,7 +266,23 @@ def main() -> None:
         cases = args.cases or [c.name for c in find_whole_ct_cases(DATA_ROOT)]
         tables["variants"] = variants_part(cases, args.variants, args.out, args.model)
     write_json_atomic(TABLES, tables)
-    print(f"-> {TABLES.relative_to(ROOT)}")
+    levels = preset_levels()
+    if "test" in tables.get("crops", {}):
+        groupings = {"texture": ["ground glass", "part solid", "solid"], "diameter": _bins(DIAMETER_BINS)}
+        groupings["slice spacing"] = _bins(SLICE_BINS)
+        save_crop_peaks(tables["crops"]["test"]["nodules"], groupings, levels, PICTURES / "miss_crop_peaks.png")
+    if tables.get("variants"):
+        variants = [v for v in VARIANTS if any(row["variant"] == v for row in tables["variants"])]
+        level = levels.get("high", 0.5)
+        save_variant_grid(tables["variants"], variants, PICTURES / "miss_variants.png", level)
+    print(f"-> {TABLES.relative_to(ROOT)}, {PICTURES.relative_to(ROOT)}/miss_*.png")
+
+
+def preset_levels() -> dict[str, float]:
+    """The shipped bundle's preset levels (the 0.3.0 filter, 0.95, before it had presets)."""
+    output = json.loads((BUNDLE / "manifest.json").read_text())["output"]
+    presets = (output.get("sensitivity") or {}).get("presets") or {}
+    return {name: p["min_peak_probability"] for name, p in presets.items()} or {"0.3.0 filter": 0.95}
 
 
 if __name__ == "__main__":

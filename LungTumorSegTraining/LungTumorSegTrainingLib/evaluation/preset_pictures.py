@@ -115,3 +115,79 @@ def save_lost_lesions(panels: Sequence[dict[str, Any]], path: Path, columns: int
         axis.set_title(panel["title"], fontsize=8)
     figure.colorbar(heat, ax=axes.ravel().tolist(), fraction=0.02, pad=0.01, label="tumour probability")
     return _save(figure, path)
+
+
+def save_crop_peaks(
+    nodules: Sequence[dict[str, Any]], groupings: dict[str, Sequence[str]], levels: dict[str, float], path: Path
+) -> Path:
+    """Each nodule's peak probability (of its region at the outline threshold; 0 when none) in groups (e.g. the
+    readers' texture, the crop's slice spacing), with the presets' confidence levels as lines: the dots below a line
+    are the nodules that preset does not report.
+
+    Args:
+        nodules: rows with ``peak_at_threshold`` and one field per grouping.
+        groupings: field -> its groups in display order.
+    """
+    figure, axes = plt.subplots(1, len(groupings), figsize=(5 * len(groupings), 4.2), dpi=100, sharey=True)
+    axes = np.atleast_1d(axes)
+    rng = np.random.default_rng(0)
+    for axis, (key, names) in zip(axes, groupings.items()):
+        for index, name in enumerate(names):
+            peaks = np.array([row["peak_at_threshold"] for row in nodules if row[key] == name])
+            if not len(peaks):
+                continue
+            x = index + rng.uniform(-0.25, 0.25, len(peaks))
+            axis.scatter(x, np.clip(peaks, 1e-3, 0.9999), s=9, alpha=0.6, color="tab:blue")
+            axis.annotate(f"n={len(peaks)}", (index, 0.9999), textcoords="offset points", xytext=(-10, 4), fontsize=7)
+        for preset, level in levels.items():
+            axis.axhline(level, color=PRESET_COLOURS.get(preset, "black"), linestyle="--", linewidth=1, label=preset)
+        axis.set_xticks(range(len(names)), names, fontsize=8)
+        axis.set_yscale("logit")
+        axis.set_ylim(1e-3, 0.9999)
+        ticks = (0.001, 0.01, 0.1, 0.5, 0.9, 0.95, 0.99, 0.999, 0.9999)
+        axis.set_yticks(ticks, ["none" if t == 0.001 else f"{t:g}" for t in ticks])
+        axis.minorticks_off()
+        axis.set_xlabel(key)
+        axis.grid(alpha=0.3, axis="y")
+    axes[0].set_ylabel("peak probability of the nodule's region")
+    axes[0].legend(fontsize=7, loc="lower left", title="confidence level", title_fontsize=7)
+    figure.suptitle(f"{len(nodules)} LIDC nodules of held-out test patients, shipped model", fontsize=10)
+    figure.tight_layout()
+    return _save(figure, path)
+
+
+def save_variant_grid(rows: Sequence[dict[str, Any]], variants: Sequence[str], path: Path, level: float) -> Path:
+    """Reference lesions (rows) × scan variants (columns): the peak probability of the lesion's region at the outline
+    threshold (colour; its highest probability when no region is drawn), and whether a confidence level of
+    ``level`` reports it (bold number) or not (grey)."""
+    lesions = sorted({(r["case"], f["lesion"]) for r in rows for f in r["lesions"]})
+    values = np.full((len(lesions), len(variants)), np.nan)
+    for row in rows:
+        if row["variant"] not in variants:
+            continue
+        for facts in row["lesions"]:
+            if row["around_lesion"] not in (None, facts["lesion"]):
+                continue
+            peaks = [r["peak"] for r in facts["regions_at_threshold"]]
+            value = max(peaks) if peaks else facts["max_probability"]
+            values[lesions.index((row["case"], facts["lesion"])), list(variants).index(row["variant"])] = value
+    figure, axis = plt.subplots(figsize=(1.0 + 0.95 * len(variants), 0.9 + 0.42 * len(lesions)), dpi=100)
+    shown = axis.imshow(values, cmap="RdYlGn", vmin=0, vmax=1, aspect="auto")
+    for (i, j), value in np.ndenumerate(values):
+        if np.isfinite(value):
+            axis.text(
+                j,
+                i,
+                f"{value:.2f}",
+                ha="center",
+                va="center",
+                fontsize=7,
+                fontweight="bold" if value >= level else "normal",
+                color="black" if value >= level else "dimgray",
+            )
+    axis.set_xticks(range(len(variants)), variants, rotation=35, ha="right", fontsize=8)
+    axis.set_yticks(range(len(lesions)), [f"{case} #{lesion}" for case, lesion in lesions], fontsize=8)
+    figure.colorbar(shown, ax=axis, fraction=0.03, pad=0.01, label="peak probability of the lesion's region")
+    axis.set_title(f"Scan variants, cross-validated models (bold: reported at confidence level {level:g})", fontsize=9)
+    figure.tight_layout()
+    return _save(figure, path)
