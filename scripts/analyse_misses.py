@@ -191,6 +191,67 @@ def variants_part(cases: list[str], names: list[str], out: Path, fallback: str |
     return rows
 
 
+CROP_VARIANTS: dict[str, Callable[[Volume, Volume], tuple[Volume, Volume] | None]] = {
+    "as is": lambda ct, mask: (ct, mask),
+    "noise 30 HU": lambda ct, mask: (with_noise(ct, 30.0), mask),
+    "sharp kernel": lambda ct, mask: (with_kernel(ct, 1.5), mask),
+    "soft kernel": lambda ct, mask: (with_kernel(ct, -1.0), mask),
+    # thin slices from thick ones, thick slices from thin ones (only where the crop is long enough for 5 mm)
+    "1 mm slices": lambda ct, mask: (reslice(ct, 1.0), reslice(mask, 1.0, True)) if ct.spacing[2] >= 2 else None,
+    "5 mm slices": lambda ct, mask: (
+        (reslice(ct, 5.0), reslice(mask, 5.0, True)) if ct.spacing[2] * ct.shape[2] >= 25 else None
+    ),
+}
+
+
+def crop_variants_part(out: Path) -> dict[str, Any]:
+    """The held-out LIDC test nodules as other scanners would show them, by the shipped model (never trained on
+    them): per variant, the share found at the outline threshold and kept at each level, against the same nodules
+    as they are."""
+    from LungTumorSegTrainingLib.evaluation.preset_choice import crop_nodule_peak
+
+    names = [p["case"] for p in json.loads((CROP_PEAKS / "crop_peaks_shipped_test.json").read_text())["value"]]
+    bundle = networks = None
+    results: dict[str, Any] = {}
+    for variant, change in CROP_VARIANTS.items():
+        path = out / "crops" / f"{variant.replace(' ', '_')}.json"
+        key = {"model": model_fingerprint([str(BUNDLE)]), "cases": names}
+        if path.is_file() and json.loads(path.read_text())["key"] == key:
+            rows = json.loads(path.read_text())["rows"]
+        else:
+            if bundle is None:
+                bundle, networks = load_model(str(BUNDLE), "cpu")
+            print(f"crops: {variant}", flush=True)
+            rows = []
+            for name in names:
+                ct = load_volume(DATA_ROOT / "lidc-nodule-crops" / "image" / f"{name}.nii.gz")
+                mask = load_volume(DATA_ROOT / "lidc-nodule-crops" / "mask" / f"{name}.nii.gz", dtype=None)
+                changed = change(ct, mask)
+                if changed is None:
+                    continue
+                result = segment(changed[0], bundle, _options(), networks=networks)
+                peak = crop_nodule_peak(result.probability.array, changed[1].array > 0, 0.5)
+                rows.append({"case": name, **peak})
+            write_json_atomic(path, {"key": key, "rows": rows})
+        results[variant] = rows
+    summary = {}
+    for variant, rows in results.items():
+        cases = {r["case"] for r in rows}
+        same = [r for r in results["as is"] if r["case"] in cases]
+        summary[variant] = {
+            "nodules": len(rows),
+            **{
+                f"kept at {level:g}": round(float(np.mean([r["peak_at_threshold"] >= level for r in rows])), 3)
+                for level in CROP_LEVELS
+            },
+            **{
+                f"as is, kept at {level:g}": round(float(np.mean([r["peak_at_threshold"] >= level for r in same])), 3)
+                for level in (0.5, 0.95)
+            },
+        }
+    return summary
+
+
 def crops_part() -> dict[str, Any]:
     """The cached crop peaks of the shipped model against texture, diameter and slice spacing."""
     metadata = {}
@@ -252,7 +313,8 @@ def _bins(edges: tuple[float, ...]) -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--parts", nargs="+", default=["crops", "variants"], choices=["crops", "variants"])
+    parts = ["crops", "crop-variants", "variants"]
+    parser.add_argument("--parts", nargs="+", default=parts, choices=parts)
     parser.add_argument("--cases", nargs="+", help="whole-CT folders (default: every labelled one)")
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--model", help="model for cases without a cross-validation model (it may have seen them)")
@@ -262,6 +324,8 @@ def main() -> None:
     tables["generated_by"] = "python scripts/analyse_misses.py"
     if "crops" in args.parts:
         tables["crops"] = crops_part()
+    if "crop-variants" in args.parts:
+        tables["crop_variants"] = crop_variants_part(args.out)
     if "variants" in args.parts:
         cases = args.cases or [c.name for c in find_whole_ct_cases(DATA_ROOT)]
         tables["variants"] = variants_part(cases, args.variants, args.out, args.model)
