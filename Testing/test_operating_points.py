@@ -169,3 +169,21 @@ def test_a_crop_nodule_peak_is_that_of_the_regions_touching_it():
     mask[5:9, 5:9, 3:6] = True
     assert crop_nodule_peak(probability, mask, 0.5) == {"max_probability": 0.6, "peak_at_threshold": 0.97}
     assert crop_nodule_peak(probability * 0.5, mask, 0.5)["peak_at_threshold"] == 0.0
+
+
+def test_the_chosen_presets_make_a_valid_manifest_section():
+    from LungTumorSegLib.model.sensitivity_presets import bundle_presets, preset_problem
+    from LungTumorSegTrainingLib.evaluation.preset_choice import RULES, manifest_presets
+
+    sweeps = {"a": _falling(6, 0.99), "b": _falling(2, 0.99), "c": _falling(2, 0.6)}
+    folds = {"a": "fold0", "b": "fold1", "c": "fold2"}
+    peaks = [{"peak_at_threshold": p} for p in np.linspace(0.55, 1.0, 200)]
+    presets = choose_presets(sweeps, folds, dict.fromkeys(folds.values(), peaks), peaks, RULES)
+    section = manifest_presets(presets)
+    assert preset_problem({"sensitivity": section}) is None and section["default"] == "high"
+    read = bundle_presets({"sensitivity": section})
+    assert list(read) == ["high", "balanced", "specific"] and read["specific"].max_candidates == 0
+    assert read["high"].min_peak_probability <= read["balanced"].min_peak_probability
+    point = read["high"].operating_point
+    assert point["lesions_found"] == f"{presets['high']['cross_validated']['summary']['found']}/3"
+    assert len(point["false_positives_per_ct_ci95"]) == 2

@@ -318,9 +318,11 @@ def main() -> None:
     parser.add_argument("--cases", nargs="+", help="whole-CT folders (default: every labelled one)")
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--model", help="model for cases without a cross-validation model (it may have seen them)")
-    parser.add_argument("-o", "--out", type=Path, default=OUT)
+    parser.add_argument("-o", "--out", type=Path, default=OUT, help="cache of the runs")
+    parser.add_argument("--tables", type=Path, default=TABLES, help="the results JSON (updated part by part)")
+    parser.add_argument("--pictures", type=Path, default=PICTURES)
     args = parser.parse_args()
-    tables = json.loads(TABLES.read_text()) if TABLES.is_file() else {}
+    tables = json.loads(args.tables.read_text()) if args.tables.is_file() else {}
     tables["generated_by"] = "python scripts/analyse_misses.py"
     if "crops" in args.parts:
         tables["crops"] = crops_part()
@@ -329,17 +331,17 @@ def main() -> None:
     if "variants" in args.parts:
         cases = args.cases or [c.name for c in find_whole_ct_cases(DATA_ROOT)]
         tables["variants"] = variants_part(cases, args.variants, args.out, args.model)
-    write_json_atomic(TABLES, tables)
+    write_json_atomic(args.tables, tables)
     levels = preset_levels()
     if "test" in tables.get("crops", {}):
         groupings = {"texture": ["ground glass", "part solid", "solid"], "diameter": _bins(DIAMETER_BINS)}
         groupings["slice spacing"] = _bins(SLICE_BINS)
-        save_crop_peaks(tables["crops"]["test"]["nodules"], groupings, levels, PICTURES / "miss_crop_peaks.png")
+        save_crop_peaks(tables["crops"]["test"]["nodules"], groupings, levels, args.pictures / "miss_crop_peaks.png")
     if tables.get("variants"):
         variants = [v for v in VARIANTS if any(row["variant"] == v for row in tables["variants"])]
         level = levels.get("high", 0.5)
-        save_variant_grid(tables["variants"], variants, PICTURES / "miss_variants.png", level)
-    print(f"-> {TABLES.relative_to(ROOT)}, {PICTURES.relative_to(ROOT)}/miss_*.png")
+        save_variant_grid(tables["variants"], variants, args.pictures / "miss_variants.png", level)
+    print(f"-> {args.tables}, {args.pictures}/miss_*.png")
 
 
 def preset_levels() -> dict[str, float]:

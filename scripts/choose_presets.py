@@ -42,7 +42,13 @@ from LungTumorSegTrainingLib.evaluation.operating_points import (  # noqa: E402
     loss_reason,
     preset_scores,
 )
-from LungTumorSegTrainingLib.evaluation.preset_choice import RULES, choose_presets, crop_peaks, keep_shares  # noqa: E402
+from LungTumorSegTrainingLib.evaluation.preset_choice import (  # noqa: E402
+    RULES,
+    choose_presets,
+    crop_peaks,
+    keep_shares,
+    manifest_presets,
+)
 from LungTumorSegTrainingLib.evaluation.preset_pictures import save_lost_lesions, save_preset_froc  # noqa: E402
 from LungTumorSegTrainingLib.evaluation.whole_ct import case_map_paths, model_fingerprint  # noqa: E402
 from LungTumorSegTrainingLib.evaluation.whole_ct_cases import Reference, find_whole_ct_cases  # noqa: E402
@@ -141,32 +147,6 @@ def lost_lesion_panels(
                     }
                 )
     return panels, table
-
-
-def manifest_presets(presets: dict[str, Any]) -> dict[str, Any]:
-    """``output.sensitivity`` for the manifest: each preset's levels, rule and nested cross-validated point."""
-    section: dict[str, Any] = {"default": "high", "presets": {}}
-    for name, preset in presets.items():
-        summary = preset["cross_validated"]["summary"]
-        section["presets"][name] = {
-            "min_peak_probability": preset["min_peak_probability"],
-            "candidate_min_peak": preset["candidate_min_peak"],
-            "max_candidates": preset["max_candidates"],
-            "description": preset["rule"],
-            "operating_point": {
-                "measured_on": "6 whole CTs, nested cross-validation (each fold's level chosen on the other folds)",
-                "lesions_found": f"{summary['found']}/{summary['lesions']}",
-                "lesions_found_with_candidates": f"{summary['found_with_candidates']}/{summary['lesions']}",
-                "sensitivity": round(summary["sensitivity"], 4),
-                "sensitivity_ci95": summary["ci95"]["sensitivity"],
-                "false_positives_per_ct": round(summary["false_positives_per_ct"], 3),
-                "false_positives_per_ct_ci95": summary["ci95"]["false_positives_per_ct"],
-                "false_candidates_per_ct": round(summary["false_candidates_per_ct"], 3),
-                "mean_lesion_dice_over_cases": round(summary["mean_lesion_dice_over_cases"], 4),
-                "validation_nodules_kept": round(preset["validation_nodules_kept"], 4),
-            },
-        }
-    return section
 
 
 def write_manifest(bundle: Path, presets: dict[str, Any]) -> None:

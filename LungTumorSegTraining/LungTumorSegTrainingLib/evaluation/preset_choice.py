@@ -170,3 +170,29 @@ def _nested_summary(
 def _at_level(sweep: dict[str, Any], level: float) -> dict[str, Any]:
     """A sweep whose lowest level holds the scores of ``level`` (so one call scores cases at their own levels)."""
     return {**sweep, "levels": {f"{PEAK_GRID[0]:g}": sweep["levels"][f"{level:g}"]}}
+
+
+def manifest_presets(presets: dict[str, Any]) -> dict[str, Any]:
+    """``output.sensitivity`` for the manifest: each preset's levels, rule and nested cross-validated point."""
+    section: dict[str, Any] = {"default": "high", "presets": {}}
+    for name, preset in presets.items():
+        summary = preset["cross_validated"]["summary"]
+        section["presets"][name] = {
+            "min_peak_probability": preset["min_peak_probability"],
+            "candidate_min_peak": preset["candidate_min_peak"],
+            "max_candidates": preset["max_candidates"],
+            "description": preset["rule"],
+            "operating_point": {
+                "measured_on": "6 whole CTs, nested cross-validation (each fold's level chosen on the other folds)",
+                "lesions_found": f"{summary['found']}/{summary['lesions']}",
+                "lesions_found_with_candidates": f"{summary['found_with_candidates']}/{summary['lesions']}",
+                "sensitivity": round(summary["sensitivity"], 4),
+                "sensitivity_ci95": summary["ci95"]["sensitivity"],
+                "false_positives_per_ct": round(summary["false_positives_per_ct"], 3),
+                "false_positives_per_ct_ci95": summary["ci95"]["false_positives_per_ct"],
+                "false_candidates_per_ct": round(summary["false_candidates_per_ct"], 3),
+                "mean_lesion_dice_over_cases": round(summary["mean_lesion_dice_over_cases"], 4),
+                "validation_nodules_kept": round(preset["validation_nodules_kept"], 4),
+            },
+        }
+    return section
