@@ -105,7 +105,7 @@ def describe_candidates(label_map: Volume, rows: list[tuple[int, float, float, i
     """
     if not rows:
         return []
-    boxes = ndimage.find_objects(label_map.array.astype(np.int64), max_label=max(rank for rank, *_ in rows))
+    boxes = ndimage.find_objects(label_map.array, max_label=max(rank for rank, *_ in rows))
     candidates = []
     for rank, peak, mean, voxels in rows:
         box = boxes[rank - 1]
