@@ -8,6 +8,7 @@ engine itself in its subpackages, and the self-tests in ``Testing/Python/LungTum
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -28,8 +29,8 @@ from slicer.ScriptedLoadableModule import (
 from slicer.util import VTKObservationMixin
 
 from LungTumorSegLib.model.model_names import user_models_dir
+from LungTumorSegLib.slicer_glue import lesion_nodes, sample_data, seed_points
 from LungTumorSegLib.slicer_glue import mrml_nodes as nodes
-from LungTumorSegLib.slicer_glue import sample_data
 from LungTumorSegLib.slicer_glue import segment_helpers as helpers
 from LungTumorSegLib.slicer_glue.dependency_install import ensureEngineDependencies  # noqa: F401 - module API
 from LungTumorSegLib.slicer_glue.segmentation_logic import LungTumorSegResult, SegmentationLogic
@@ -37,6 +38,9 @@ from LungTumorSegLib.slicer_glue.segmentation_logic import LungTumorSegResult, S
 MODULE_DIR = Path(__file__).resolve().parent
 SELF_TEST_DIR = MODULE_DIR / "Testing" / "Python"
 TTA_CHOICES = ((_("Model default"), None), (_("Off"), 1), (_("4 flips"), 4), (_("8 flips"), 8))
+# A segment painted, added or removed: vtkSegmentation events (SourceRepresentationModified, SegmentModified,
+# SegmentAdded, SegmentRemoved) that the segmentation node passes on (vtkMRMLSegmentationNode.cxx).
+SEGMENT_EVENTS = ("SourceRepresentationModified", "SegmentModified", "SegmentAdded", "SegmentRemoved")
 
 
 class LungTumorSeg(ScriptedLoadableModule):
@@ -49,8 +53,9 @@ class LungTumorSeg(ScriptedLoadableModule):
         self.parent.dependencies = []
         self.parent.contributors = ["LungTumorSeg developers"]
         self.parent.helpText = _(
-            "Segments lung tumours in chest CT with a MONAI ensemble, shows the voxel-wise uncertainty "
-            "(entropy) and RECIST measurements per lesion. For research use only; not a medical device."
+            "Segments lung tumours in chest CT with a MONAI model bundle (the bundled one is a single UNet), one "
+            "segment per lesion, with the voxel-wise uncertainty (entropy) and volume and RECIST 1.1 diameters per "
+            "lesion; compares a follow-up with its baseline. For research use only; not a medical device."
         )
         self.parent.acknowledgementText = _("Built on 3D Slicer, MONAI and PyTorch.")
         slicer.app.connect("startupCompleted()", registerSampleData)
@@ -122,7 +127,11 @@ class LungTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._manifest: dict[str, Any] = {}
         self._result: LungTumorSegResult | None = None
         self._observedSeedNode = None
-        self._pendingSeeds: list[tuple[float, float, float]] = []
+        self._pendingSeeds: list[seed_points.SeedClick] = []
+        self._runningSeed: seed_points.SeedClick | None = None
+        self._observedSegmentation = None
+        self._deviceQuery = None
+        self._deviceTimer = None
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
@@ -138,8 +147,8 @@ class LungTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.logic = LungTumorSegLogic()
         for text, value in TTA_CHOICES:
             self.ui.ttaComboBox.addItem(text, value)
-        for text, value in self.logic.deviceChoices():
-            self.ui.deviceComboBox.addItem(text, value)
+        self.setDeviceChoices(self.logic.deviceChoices())
+        self.refreshDevices()
         self.refreshModels()
 
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
@@ -154,15 +163,21 @@ class LungTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.entropyOpacitySlider.connect("valueChanged(double)", self.onEntropyOpacityChanged)
         self.ui.seedModeCheckBox.connect("toggled(bool)", self.onSeedModeToggled)
         self.ui.resultsTableView.connect("clicked(QModelIndex)", self.onTableRowClicked)
+        self.ui.remeasureButton.connect("clicked(bool)", self.onRemeasure)
+        self.ui.undoSeedButton.connect("clicked(bool)", self.onUndoSeed)
 
         self.ui.cancelButton.enabled = False
         self.ui.saveReportButton.enabled = False
+        self.ui.remeasureButton.enabled = False
+        self.ui.undoSeedButton.enabled = False
         self.ui.progressBar.setValue(0)
         self.initializeParameterNode()
         self.compareSection = CompareSection(self)
 
     def cleanup(self) -> None:
         self.removeObservers()
+        if self._deviceTimer is not None:
+            self._deviceTimer.stop()
         if self.logic:
             self.logic.shutdown()
         if self.compareSection:
@@ -170,6 +185,7 @@ class LungTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def enter(self) -> None:
         self.initializeParameterNode()
+        self.refreshDevices()  # a GPU usable since the panel was last shown (PyTorch installed, driver) appears
 
     def exit(self) -> None:
         """Stop following the parameter node while the panel is hidden (the template's exit)."""
@@ -219,13 +235,41 @@ class LungTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def resetResults(self) -> None:
         """No result shown: table, summary, report button, queued seed clicks."""
-        self._result = None
+        self.showResult(None)
         self._pendingSeeds.clear()
-        self.ui.resultsTableView.setMRMLTableNode(None)
+        self._runningSeed = None
         self.ui.summaryLabel.text = ""
-        self.ui.saveReportButton.enabled = False
         self.ui.progressBar.setValue(0)
         self.ui.statusLabel.text = _("Ready")
+
+    # ---------------------------------------------------------------- devices
+
+    def setDeviceChoices(self, choices: list[tuple[str, str]]) -> None:
+        """Fill the device list, keeping the chosen device when it is still there."""
+        current = self.ui.deviceComboBox.currentData
+        self.ui.deviceComboBox.clear()
+        for text, value in choices:
+            self.ui.deviceComboBox.addItem(text, value)
+        index = self.ui.deviceComboBox.findData(current) if current else -1
+        self.ui.deviceComboBox.currentIndex = max(0, index)
+
+    def refreshDevices(self) -> None:
+        """Ask the engine (its own process: Slicer never imports torch) for the GPUs; the list follows when done."""
+        if self._deviceQuery is not None or importlib.util.find_spec("torch") is None:
+            return
+        self._deviceQuery = self.logic.startDeviceQuery()
+        if self._deviceTimer is None:
+            self._deviceTimer = qt.QTimer()
+            self._deviceTimer.setInterval(500)
+            self._deviceTimer.connect("timeout()", self.onDeviceQueryPoll)
+        self._deviceTimer.start()
+
+    def onDeviceQueryPoll(self) -> None:
+        if self._deviceQuery is None or not self._deviceQuery.done():
+            return
+        self._deviceTimer.stop()
+        gpus, self._deviceQuery = self._deviceQuery.gpus(), None
+        self.setDeviceChoices(self.logic.deviceChoices(gpus))
 
     # ---------------------------------------------------------------- models
 
@@ -314,10 +358,11 @@ class LungTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if not self.logic.ensureDependencies(askConfirmation=True):
             self.ui.statusLabel.text = _("The Python packages are missing: see docs/slicer-module.md.")
             return
+        self.refreshDevices()  # PyTorch may have just been installed
         seedMode = pointRas is not None
         target = p.outputSegmentation
-        hasSegments = bool(target and target.GetSegmentation().GetNumberOfSegments() > 0)
-        question = _("The segmentation '{name}' already has segments. Replace its 'Lung tumor' segment?")
+        hasSegments = bool(target and lesion_nodes.lesion_segment_ids(target))
+        question = _("The segmentation '{name}' already has lesion segments. Replace them (other segments are kept)?")
         if not seedMode and hasSegments and not slicer.util.confirmYesNoDisplay(question.format(name=target.GetName())):
             return
         self.ui.detailsTextEdit.clear()
@@ -341,6 +386,7 @@ class LungTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.updateGuiState()
 
     def onCancelButton(self) -> None:
+        self.dropSeedMarkers(self._pendingSeeds)
         self._pendingSeeds.clear()
         self.logic.cancel()
         self.ui.statusLabel.text = _("Cancelled: the scene was not changed.")
@@ -360,7 +406,11 @@ class LungTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onFinished(self, result: LungTumorSegResult | None, error: str | None) -> None:
         self.updateGuiState()
+        if self._runningSeed is not None:
+            self.dropSeedMarkers([self._runningSeed])
+            self._runningSeed = None
         if error:
+            self.dropSeedMarkers(self._pendingSeeds)
             self._pendingSeeds.clear()
             self.ui.statusLabel.text = _("Failed: ") + error.splitlines()[0]
             self.log(error)
@@ -369,34 +419,69 @@ class LungTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if result is None:
             self.ui.statusLabel.text = _("Cancelled: the scene was not changed.")
             return
-        self._result = result
         self.ui.progressBar.setValue(100)
         self.ui.statusLabel.text = _("Done: ") + result.summaryText
-        self.ui.summaryLabel.text = result.summaryText
-        self.ui.resultsTableView.setMRMLTableNode(result.tableNode)
-        self.ui.saveReportButton.enabled = True
+        self.showResult(result)
         if self._parameterNode and not self._parameterNode.outputSegmentation:
             self._parameterNode.outputSegmentation = result.segmentationNode
         if self._pendingSeeds:
-            self.onApplyButton(pointRas=self._pendingSeeds.pop(0))
+            self.runSeed(self._pendingSeeds.pop(0))
+
+    def showResult(self, result: LungTumorSegResult | None) -> None:
+        """Show a result (table, summary, buttons) and follow edits of its segments; None clears it."""
+        if self._observedSegmentation is not None:
+            for event in self.segmentEvents(self._observedSegmentation):
+                self.removeObserver(self._observedSegmentation, event, self.onSegmentsEdited)
+            self._observedSegmentation = None
+        self._result = result
+        self.ui.resultsTableView.setMRMLTableNode(result.tableNode if result else None)
+        self.ui.saveReportButton.enabled = result is not None
+        if result is not None:
+            self._observedSegmentation = result.segmentationNode
+            for event in self.segmentEvents(result.segmentationNode):
+                self.addObserver(result.segmentationNode, event, self.onSegmentsEdited)
+        self.onSegmentsEdited()
+
+    @staticmethod
+    def segmentEvents(segmentationNode) -> list[int]:
+        """The event IDs of SEGMENT_EVENTS (enum values of the node's vtkSegmentation)."""
+        segmentation = segmentationNode.GetSegmentation()
+        return [getattr(segmentation, name) for name in SEGMENT_EVENTS]
+
+    def onSegmentsEdited(self, caller=None, event=None) -> None:
+        """Segments edited, added or removed (Segment Editor): say that the table is out of date, offer Re-measure."""
+        result = self._result
+        stale = self.logic.isStale(result)
+        self.ui.remeasureButton.enabled = stale
+        self.ui.undoSeedButton.enabled = self.logic.canUndoLastSeed(result)
+        if result is not None:
+            note = _("Segments edited since they were measured: press Re-measure.") if stale else ""
+            self.ui.summaryLabel.text = "\n".join(filter(None, (result.summaryText, note)))
+
+    def onRemeasure(self) -> None:
+        if self._result and self.logic.nodesInScene(self._result):
+            self.logic.remeasure(self._result)
+            self.onSegmentsEdited()
+
+    def onUndoSeed(self) -> None:
+        if self._result and self.logic.undoLastSeed(self._result):
+            self.log(_("Last seed click undone."))
+        self.onSegmentsEdited()
 
     # ---------------------------------------------------------------- display
 
     def onShow3DToggled(self, on: bool) -> None:
         if self._result:
-            nodes.set_show_in_3d(self._result.segmentationNode, on)
+            lesion_nodes.set_show_in_3d(self._result.segmentationNode, on)
 
     def onEntropyOpacityChanged(self, value: float) -> None:
         if self._result and self._result.entropyNode:
             slicer.util.setSliceViewerLayers(foregroundOpacity=float(value))
 
     def onTableRowClicked(self, index) -> None:
-        """Centre the views on the clicked lesion (the view's row 0 is a data row unless the header is locked)."""
-        if not self._result:
-            return
-        headerLocked = bool(self._result.tableNode.GetUseColumnNameAsColumnHeader())
-        row = helpers.lesion_row_of_table_row(index.row(), headerLocked, len(self._result.rows))
-        centroid = self._result.rows[row].get("centroid_ras") if row is not None else None
+        """Centre the views on the clicked lesion (the column titles are the header: view row n is lesion row n)."""
+        rows = self._result.rows if self._result else []
+        centroid = rows[index.row()].get("centroid_ras") if 0 <= index.row() < len(rows) else None
         if centroid:
             nodes.jump_to_location(centroid, self._result.inputVolume)
 
@@ -434,17 +519,27 @@ class LungTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.addObserver(p.seedPoints, slicer.vtkMRMLMarkupsNode.PointPositionDefinedEvent, self.onSeed)
 
     def onSeed(self, caller, event) -> None:
-        """A click: segment the lesion there (in the CT's own frame) and add it to the segment."""
+        """A click: segment the lesion there (in the CT's own frame); it becomes a lesion segment."""
         p = self._parameterNode
-        count = caller.GetNumberOfControlPoints()
-        if count == 0 or not p or not p.inputVolume:
+        click = seed_points.last_click(caller, p.inputVolume) if p and p.inputVolume else None
+        if click is None:
             return
-        world = [0.0, 0.0, 0.0]
-        caller.GetNthControlPointPositionWorld(count - 1, world)
-        point = tuple(nodes.world_to_volume(p.inputVolume, world))
-        self.log(_("Seed point at RAS ({0:.1f}, {1:.1f}, {2:.1f})").format(*world))
+        self.log(_("Seed point at RAS ({0:.1f}, {1:.1f}, {2:.1f})").format(*click.pointRas))
         if self.logic.isRunning():
-            self._pendingSeeds.append(point)
+            self._pendingSeeds.append(click)
             self.log(_("Queued: it runs when the current segmentation ends."))
             return
-        self.onApplyButton(pointRas=point)
+        self.runSeed(click)
+
+    def runSeed(self, click: seed_points.SeedClick) -> None:
+        """Run one seed click; its marker goes when the run ends (markers show only clicks still to come)."""
+        self._runningSeed = click
+        self.onApplyButton(pointRas=click.pointRas)
+        if not self.logic.isRunning():  # did not start (missing packages, start failure)
+            self.dropSeedMarkers([click])
+            self._runningSeed = None
+
+    def dropSeedMarkers(self, clicks) -> None:
+        seedNode = self._parameterNode.seedPoints if self._parameterNode else None
+        for click in list(clicks):
+            seed_points.remove_click(seedNode, click)

@@ -8,6 +8,7 @@ run's stop file, which works on every OS; Kill ends the launcher and the engine)
 from __future__ import annotations
 
 import importlib
+import logging
 import sys
 from pathlib import Path
 
@@ -28,7 +29,7 @@ if str(MODULE_DIR) not in sys.path:
 from LungTumorSegTrainingLib.slicer_glue import dataset_check as datasets  # noqa: E402
 from LungTumorSegTrainingLib.slicer_glue import run_monitor as monitor  # noqa: E402
 from LungTumorSegTrainingLib.slicer_glue import train_commands as commands  # noqa: E402
-from LungTumorSegTrainingLib.slicer_glue.training_logic import STOP_WAIT_MS, TrainingLogic  # noqa: E402
+from LungTumorSegTrainingLib.slicer_glue.training_logic import TrainingLogic  # noqa: E402
 
 SELF_TEST_DIR = MODULE_DIR / "Testing" / "Python"
 
@@ -106,6 +107,7 @@ class LungTumorSegTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMix
         self.logic.onProgress = self.showProgress
         self.logic.onOverlay = self.showOverlay
         self.logic.onFinished = self.processFinished
+        self.logic.onRunState = self.followedRunState
 
         settings = qt.QSettings()
         self.ui.outputPathLineEdit.currentPath = settings.value(
@@ -136,20 +138,14 @@ class LungTumorSegTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMix
         self.updateButtons()
 
     def cleanup(self):
-        """Slicer quits or the module reloads: never leave a training process behind silently."""
-        if self.logic is not None and self.logic.isRunning():
-            stop = slicer.util.confirmYesNoDisplay(
-                "A training run is still in progress.\n\nYes: stop it cleanly now (a checkpoint is written; "
-                "Resume continues it later).\nNo: kill it immediately (the last epoch's checkpoint is kept).",
-                windowTitle="LungTumorSeg Training",
-            )
-            if stop:
-                self.logic.stop()
-                if not self.logic.waitForFinished(STOP_WAIT_MS):
-                    self.logic.kill()
-            else:
-                self.logic.kill()
+        """Slicer quits or the module reloads: no dialog (the main window may be gone), no waiting.
+
+        A running training is asked to stop cleanly through its stop file and finishes that on its own, with a
+        checkpoint (Resume continues it); export and ensemble commands are killed (TrainingLogic.shutdown).
+        """
         if self.logic is not None:
+            if self.logic.isRunning():
+                logging.info("LungTumorSeg Training: Slicer closes; the running training stops with a checkpoint")
             self.logic.shutdown()
         self.removeObservers()
 
@@ -232,7 +228,7 @@ class LungTumorSegTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMix
         self.ui.startButton.enabled = not running
         self.ui.resumeButton.enabled = not running
         self.ui.installButton.enabled = not running
-        self.ui.stopButton.enabled = running
+        self.ui.stopButton.enabled = self.logic is not None and self.logic.canStop()  # also a reconnected run
 
     def onStart(self, _checked=False) -> None:
         settings = self.settingsFromGui()
@@ -260,8 +256,16 @@ class LungTumorSegTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMix
             if slicer.util.confirmYesNoDisplay("The process has not stopped yet. Kill it now?"):
                 self.logic.kill()
             return
-        self.logic.stop()
-        self.ui.statusLabel.text = "Stopping (writing a checkpoint)..."
+        if self.logic.stop():
+            self.ui.statusLabel.text = "Stopping (writing a checkpoint)..."
+        self.updateButtons()
+
+    def followedRunState(self, info: monitor.RunInfo) -> None:
+        """A poll of the followed run folder: Stop follows its state; the list shows its end."""
+        if not self.logic.isRunning() and info.state != "running":
+            self.ui.statusLabel.text = f"{info.name}: {info.summary()}"
+            self.refreshRuns()
+        self.updateButtons()
 
     def selectedRuns(self) -> list[monitor.RunInfo]:
         rows = sorted({index.row() for index in self.ui.runsTableWidget.selectedIndexes()})
@@ -287,7 +291,8 @@ class LungTumorSegTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMix
         if running and not self.logic.isRunning():
             self.logic.follow(running[0].path)
             self.ui.statusLabel.text = (
-                f"{running[0].name} is running in another process (pid {running[0].pid}): following its files."
+                f"{running[0].name} is running in another process (pid {running[0].pid}): following its files; "
+                "Stop asks it to stop with a checkpoint."
             )
 
     def onFollowRun(self, _checked=False) -> None:
@@ -376,6 +381,7 @@ class LungTumorSegTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMix
 
     def installFinished(self, exitCode: int, ok: bool) -> None:
         self.logic.onFinished = self.processFinished
+        self.logic.onRunState = self.followedRunState
         self.updateButtons()
         if ok:
             refreshed = self.logic.refreshInferenceModule()

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 from nibabel import orientations as ornt
+from slicer_mrml.fixtures import mrml, recorded_nodule_run, recorded_seed_run  # noqa: F401 - real-MRML fixtures
 
 from LungTumorSegLib.core.volume import Volume
 from LungTumorSegLib.model.bundle_writer import MemberWeights, write_bundle

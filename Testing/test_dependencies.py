@@ -189,7 +189,7 @@ def test_a_stock_slicer_gets_torch_from_the_extension_and_the_rest_from_pip(monk
     monkeypatch.setattr(deps, "requirement_satisfied", lambda r: deps.requirement_name(r) in slicer_ships)
     monkeypatch.setattr(deps, "installed_version", slicer_ships.get)
     plan = deps.plan_install(pyproject_dependencies())
-    assert plan.torch == "torch>=2.3"
+    assert plan.torch == "torch>=2.3,<2.13"  # the PyTorch extension is asked for a torch below 2.13 (see below)
     names = {deps.requirement_name(r) for r in plan.pip}
     assert {"monai", "matplotlib", "tensorboard", "nibabel", "pynrrd", "safetensors", "tqdm"} <= names
     assert not names & {"torch", "numpy", "scipy", "vtk", "packaging"}
@@ -204,6 +204,29 @@ def test_slicer_packages_that_are_too_old_are_reported_not_replaced(monkeypatch:
     plan = deps.plan_install(["pydicom>=3.0", "numpy>=2", "vtk>=9.3", "nibabel>=5.0"])
     assert plan.pip == ["nibabel>=5.0"] and plan.torch is None
     assert plan.provided_mismatch == ["pydicom>=3.0 (Slicer has 2.4.4)", "numpy>=2 (Slicer has 1.25.1)"]
+
+
+def test_slicer_asks_for_torch_below_2_13_while_pip_and_ci_keep_2_13():
+    """Slicer/light-the-torch#176: torch 2.13 through the PyTorch extension breaks Slicer 5.10+ on Windows.
+
+    The bound is added only for installs in Slicer; pyproject (make, CI: torch 2.13.0 from this disk) admits 2.13.
+    """
+    from packaging.requirements import Requirement
+
+    (declared,) = [r for r in pyproject_dependencies() if deps.requirement_name(r) == "torch"]
+    assert Requirement(declared).specifier.contains("2.13.0"), "pyproject must keep admitting torch 2.13.0"
+    asked = Requirement(deps.slicer_torch_requirement(declared))
+    assert not asked.specifier.contains("2.13.0") and asked.specifier.contains("2.12.1")
+    assert not asked.specifier.contains("2.2.0"), "the declared lower bound stays"
+    assert deps.requirement_specifier(deps.slicer_torch_requirement(declared)) in (">=2.3,<2.13", "<2.13,>=2.3")
+    assert deps.slicer_torch_requirement("torch") == "torch<2.13"
+    assert deps.requirement_satisfied(declared), "a torch that is already there (2.13 here) is kept, not replaced"
+
+
+def test_slicers_pip_is_put_back_after_light_the_torch_downgraded_it():
+    assert deps.pip_to_restore("25.1.1", "24.3.1") == "pip==25.1.1"  # Slicer 5.10's pip, light-the-torch 0.8's pin
+    assert deps.pip_to_restore("24.0", "24.0") is None and deps.pip_to_restore("24.0", "25.0") is None
+    assert deps.pip_to_restore(None, "24.0") is None and deps.pip_to_restore("24.0", "garbage") is None
 
 
 def test_nothing_to_install_in_this_environment():

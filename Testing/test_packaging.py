@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -66,8 +67,10 @@ def test_the_extension_icon_and_screenshots_are_in_the_top_level_resources():
     """EXTENSION_ICONURL / EXTENSION_SCREENSHOTURLS: raw URLs of this repository (EXTENSION_HOMEPAGE) whose files
     exist in Resources/, as PNG pictures (the icon 128 x 128)."""
     text = (ROOT / "CMakeLists.txt").read_text()
-    homepage = re.search(r'set\(EXTENSION_HOMEPAGE "https://github.com/([^"]+)"\)', text).group(1)
-    raw = f"https://raw.githubusercontent.com/{homepage}/main/"
+    repository = re.search(r'set\(LUNGTUMORSEG_REPOSITORY "([^"]+)" CACHE STRING', text).group(1)
+    assert 'set(EXTENSION_HOMEPAGE "https://github.com/${LUNGTUMORSEG_REPOSITORY}")' in text
+    text = text.replace("${LUNGTUMORSEG_REPOSITORY}", repository)
+    raw = f"https://raw.githubusercontent.com/{repository}/main/"
     icon = re.search(r'set\(EXTENSION_ICONURL "([^"]+)"\)', text).group(1)
     screenshots = re.search(r'set\(EXTENSION_SCREENSHOTURLS "([^"]+)"\)', text).group(1).split()
     assert len(screenshots) >= 2
@@ -77,3 +80,14 @@ def test_the_extension_icon_and_screenshots_are_in_the_top_level_resources():
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and int.from_bytes(data[16:20], "big") >= 128, url
     data = (ROOT / icon[len(raw) :]).read_bytes()
     assert (int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")) == (128, 128)
+
+
+def test_the_descriptions_name_the_bundled_model_as_it_is():
+    """The bundled model is one UNet (its manifest); no text may still promise a U-Net + SwinUNETR ensemble."""
+    manifest = json.loads(
+        (ROOT / "LungTumorSeg" / "Resources" / "Models" / "lungtumorseg-ensemble" / "manifest.json").read_text()
+    )
+    assert [m["architecture"] for m in manifest["members"]] == ["UNet"]
+    for path in (ROOT / "CMakeLists.txt", ROOT / "LungTumorSeg" / "LungTumorSeg.py", ROOT / "README.md"):
+        assert "U-Net + SwinUNETR ensemble" not in path.read_text(), path
+    assert "one UNet" in (ROOT / "CMakeLists.txt").read_text()

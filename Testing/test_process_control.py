@@ -69,10 +69,18 @@ def wait_for(engine: process.EngineProcess, prefix: str, timeout: float = 30.0) 
     raise AssertionError(f"no line starting with {prefix!r} in {timeout} s: {seen}")
 
 
-def pids(engine: process.EngineProcess) -> tuple[int, int]:
-    launcher, lines = wait_for(engine, "launcher ")
-    child = next((line for line in lines if line.startswith("engine ")), None) or wait_for(engine, "engine ")[0]
-    return int(launcher.split()[1]), int(child.split()[1])
+def pids(engine: process.EngineProcess, timeout: float = 30.0) -> tuple[int, int]:
+    """The launcher's and the engine's pid, whichever prints first (one read may hold both lines)."""
+    found: dict[str, int] = {}
+    deadline = time.monotonic() + timeout
+    while len(found) < 2 and time.monotonic() < deadline:
+        for line in engine.read_lines():
+            name, _, pid = line.partition(" ")
+            if name in ("launcher", "engine") and pid.isdigit():
+                found[name] = int(pid)
+        time.sleep(0.02)
+    assert len(found) == 2, f"expected the launcher's and the engine's pid lines, got {found}"
+    return found["launcher"], found["engine"]
 
 
 def gone(pid: int, timeout: float = 5.0) -> bool:

@@ -45,14 +45,30 @@ def test_volumes_with_too_few_slices_are_skipped():
     assert slicer_batch.volume_skip_reason(()) is not None
 
 
-def test_case_names_are_safe_and_unique():
+def test_case_names_are_safe_unique_and_carry_no_patient_id():
     used: set[str] = set()
-    first = slicer_batch.series_case_name("LIDC-IDRI-0001", "3", "Chest 1.25mm / lung", "1.2.3.4.5", used)
-    assert first == "LIDC-IDRI-0001_3_Chest_1.25mm_lung"
-    again = slicer_batch.series_case_name("LIDC-IDRI-0001", "3", "Chest 1.25mm / lung", "1.2.3.4.99", used)
+    first = slicer_batch.series_case_name("3", "Chest 1.25mm / lung", "1.2.3.4.5", used)
+    assert first == "series3_Chest_1.25mm_lung"
+    again = slicer_batch.series_case_name("3", "Chest 1.25mm / lung", "1.2.3.4.99", used)
     assert again != first and again.endswith("99")
-    assert slicer_batch.series_case_name("", "", "", "1.2", used) == "series"
+    assert slicer_batch.series_case_name("", "", "1.2", used) == "series"
     assert len(used) == 3
+    script = SCRIPT.read_text(encoding="utf-8")
+    assert "0010,0020" not in script and "PatientID" not in script, "the batch script never reads the PatientID"
+
+
+def test_the_batch_never_touches_the_users_dicom_database_setting():
+    """DICOMUtils.TemporaryDICOMDatabase writes the database-folder setting; a killed batch left it on a temporary
+    database. The script swaps slicer.dicomDatabase for a private one and puts it back in a finally block."""
+    tree = ast.parse(SCRIPT.read_text(encoding="utf-8"))
+    source = ast.unparse(tree)
+    used = {node.attr for node in ast.walk(tree) if isinstance(node, ast.Attribute)}
+    used |= {node.id for node in ast.walk(tree) if isinstance(node, ast.Name)}
+    assert not used & {"TemporaryDICOMDatabase", "openTemporaryDatabase", "QSettings", "setValue"}
+    (function,) = [n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef) and n.name == "private_dicom_database"]
+    (guard,) = [n for n in ast.walk(function) if isinstance(n, ast.Try)]
+    assert "slicer.dicomDatabase = original" in ast.unparse(guard.finalbody)
+    assert "with private_dicom_database() as database" in source
 
 
 def test_only_the_nodes_a_case_added_are_removed_newest_first():

@@ -15,6 +15,7 @@ from LungTumorSegLib.io.image_io import save_volume
 from LungTumorSegLib.slicer_glue.compare_helpers import (
     CompareSettings,
     build_compare_command,
+    compare_table_value,
     comparison_rows,
     format_compare_cell,
     response_summary_text,
@@ -37,9 +38,14 @@ def test_the_command_names_every_choice():
         build_compare_command("python", "b", "f", "o", CompareSettings(registration="bspline"))
 
 
-def test_the_tumour_segment_is_used_when_there_is_one():
-    assert tumor_segment_ids([("s1", "Lung"), ("s2", "Lung tumor")]) == ["s2"]
-    assert tumor_segment_ids([("a", "nodule 1"), ("b", "nodule 2")]) == ["a", "b"]
+def test_the_lesion_segments_are_the_tumour_when_there_are_some():
+    assert tumor_segment_ids([("s1", "Lung", ""), ("s2", "Lung tumor", "")]) == ["s2"]
+    assert tumor_segment_ids([("s1", "Lung", ""), ("s2", "Lung tumor 1", ""), ("s3", "Lung tumor 2", "")]) == [
+        "s2",
+        "s3",
+    ]
+    assert tumor_segment_ids([("s1", "Candidates", "candidates"), ("s2", "renamed", "lesion")]) == ["s2"]
+    assert tumor_segment_ids([("a", "nodule 1", ""), ("b", "nodule 2", "")]) == ["a", "b"]
 
 
 @pytest.fixture(scope="module")
@@ -86,6 +92,9 @@ def test_run_engine_reports_progress_and_the_result_and_the_rows_read_back(tmp_p
     np.testing.assert_allclose(rows[1]["location_ras"], new_centroid, atol=1e-6)  # identity alignment
     assert format_compare_cell("long_axis_change_percent", rows[0]["long_axis_change_percent"]).startswith("-")
     assert format_compare_cell("baseline_ids", [1, 2]) == "1, 2" and format_compare_cell("target", None) == ""
+    assert compare_table_value("baseline_ids", rows[0]) == format_compare_cell("baseline_ids", rows[0]["baseline_ids"])
+    assert compare_table_value("long_axis_change_percent", rows[0]) < 0
+    assert np.isnan(compare_table_value("baseline_long_axis_mm", rows[1]))  # a new lesion has no baseline
     text = response_summary_text(data)
     assert text.startswith("RECIST 1.1: PD (progressive disease) - new lesion") and "not RECIST" in text
 

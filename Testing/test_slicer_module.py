@@ -147,7 +147,7 @@ def test_table_rows_from_real_measurements(demo_ct):
     text = helpers.case_summary_text(data)
     assert text.startswith(f"{len(rows)} lesion(s), total {expected_ml:.2f} ml")
     assert "sum of longest diameters" in text
-    assert helpers.format_cell("volume_ml", rows[0]["volume_ml"]) == f"{rows[0]['volume_ml']:.2f}"
+    assert helpers.table_value("volume_ml", rows[0]) == round(rows[0]["volume_ml"], 2)
 
 
 def test_table_rows_defensive():
@@ -156,8 +156,8 @@ def test_table_rows_defensive():
     assert row["lesion_id"] == 1 and row["volume_ml"] == 2.5 and row["measurable"] is True
     assert row["long_axis_ras"] is None and row["centroid_ras"] is None
     assert np.isnan(row["short_axis_mm"])
-    assert helpers.format_cell("short_axis_mm", row["short_axis_mm"]) == ""
-    assert helpers.format_cell("measurable", False) == "no"
+    assert np.isnan(helpers.table_value("short_axis_mm", row))
+    assert helpers.table_value("measurable", {"measurable": False}) == "no"
     assert helpers.lesion_rows({"unexpected": 1}) == [] and helpers.lesion_rows(None) == []
     assert helpers.case_summary_text({"lesions": []}).startswith("0 lesion(s): no lesion found.")
 
@@ -382,3 +382,51 @@ def test_slicer_api_check_passes():
     )
     assert out.returncode == 0, out.stdout + out.stderr
     assert " 0 unknown" in out.stdout
+
+
+# ---------------------------------------------------------------- devices
+
+
+def test_the_panel_asks_the_engine_process_for_gpus():
+    """Slicer's process never imports torch for the device list: the engine answers ``devices --json``."""
+    import time
+
+    from LungTumorSegLib.slicer_glue.device_query import DeviceQuery, device_choices, parse_devices
+
+    query = DeviceQuery(sys.executable)
+    query.start()
+    deadline = time.monotonic() + 120
+    while not query.done():
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    import torch
+
+    expected = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    assert len(query.gpus()) == expected
+    gpus = parse_devices(
+        'noise\n{"torch": "2.13.0", "cuda": [{"index": 0, "name": "NVIDIA H200", "memory_gb": 139.8}]}'
+    )
+    assert gpus == [{"index": 0, "name": "NVIDIA H200", "memory_gb": 139.8}]
+    assert parse_devices("Traceback ...") == [] and parse_devices("") == []
+    choices = device_choices(gpus)
+    assert choices == [("Auto", "auto"), ("GPU 0 (NVIDIA H200)", "cuda:0"), ("CPU", "cpu")]
+    assert device_choices() == [("Auto", "auto"), ("CPU", "cpu")]
+    command = helpers.build_segment_command("py", "ct.nrrd", "out", helpers.SegmentSettings(device=choices[1][1]))
+    assert build_parser().parse_args(command[3:]).device == "cuda:0"
+
+
+def test_a_missing_engine_answers_no_gpu(tmp_path):
+    from LungTumorSegLib.slicer_glue.device_query import DeviceQuery
+
+    query = DeviceQuery(str(tmp_path / "no-such-python"))
+    query.start()
+    assert query.done() and query.gpus() == []
+
+
+def test_devices_command_prints_json(capsys):
+    from LungTumorSegLib.cli.main import main
+
+    assert main(["devices", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert set(report) == {"torch", "cuda", "mps"} and isinstance(report["cuda"], list)
+    assert main(["devices"]) == 0 and "torch" in capsys.readouterr().out

@@ -225,3 +225,36 @@ def test_a_scene_close_cancels_and_resets():
     logic = methods("LungTumorSeg")["EngineRunLogic"]
     assert "StartCloseEvent, self._onSceneStartClose" in ast.unparse(logic["_launch"])
     assert "GetScene() is not slicer.mrmlScene" in ast.unparse(logic["_endRun"])
+
+
+SELF_TESTS = {
+    "LungTumorSeg": ROOT / "LungTumorSeg" / "Testing" / "Python" / "LungTumorSegSelfTest.py",
+    "LungTumorSegTraining": ROOT / "LungTumorSegTraining" / "Testing" / "Python" / "LungTumorSegTrainingSelfTest.py",
+}
+# self-tests that need none of the packages the first run installs
+WITHOUT_ENGINE = {"test_DependenciesInstalled", "test_SampleDataOffersTheDemos", "test_PanelFollowsTheSceneAndTheModel"}
+
+
+@pytest.mark.parametrize("module", SELF_TESTS)
+def test_each_self_test_makes_sure_of_its_packages_as_ctest_runs_them_alone(module: str):
+    """slicer_add_python_unittest runs the test_* methods alphabetically and never runTest (Slicer's
+    CMake/SlicerMacroPythonTesting.cmake -> slicer.testing.runUnitTest): a test that needs torch must not rely on an
+    earlier test having installed it."""
+    tree = ast.parse(SELF_TESTS[module].read_text(encoding="utf-8"))
+    tests = [n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef) and n.name.startswith("test_")]
+    assert tests
+    for test in tests:
+        if test.name in WITHOUT_ENGINE:
+            continue
+        statements = [ast.unparse(n) for n in test.body if isinstance(n, ast.Expr)]
+        assert "self.requireEngine()" in statements, f"{module}.{test.name} does not make sure of its packages"
+    calls = {ast.unparse(n.func) for n in ast.walk(tree) if isinstance(n, ast.Call)}
+    assert "slicer.util.selectModule" not in calls, "selectModule raises without a main window (headless runs)"
+    cmake = (SELF_TESTS[module].parent / "CMakeLists.txt").read_text(encoding="utf-8")
+    assert "slicer_add_python_unittest(SCRIPT ${MODULE_NAME}SelfTest.py)" in cmake
+
+
+def test_reload_and_test_runs_the_package_check_first():
+    tree = ast.parse(SELF_TESTS["LungTumorSeg"].read_text(encoding="utf-8"))
+    (run_test,) = [n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef) and n.name == "runTest"]
+    assert "names = ['test_DependenciesInstalled']" in ast.unparse(run_test)

@@ -1,6 +1,7 @@
-"""What the Slicer module decides without Slicer: model defaults, table rows, entropy display, seed-click merging.
+"""What the Slicer module decides without Slicer: model defaults, table values, the entropy display.
 
-The real engine segments the bundled demo nodule (held-out LIDC-IDRI patient) once for the whole module.
+The real engine segments the bundled demo nodule (held-out LIDC-IDRI patient) once for the whole module. Seed clicks
+and their undo are tested against real MRML in test_mrml_editing.py.
 """
 
 from __future__ import annotations
@@ -9,11 +10,10 @@ import json
 
 import numpy as np
 import pytest
-from conftest import DEMO_NODULE, DEMO_NODULE_MASK
+from conftest import DEMO_NODULE
 from scipy import ndimage
 
 from LungTumorSegLib.cli.main import build_parser
-from LungTumorSegLib.core.volume import Volume
 from LungTumorSegLib.io.image_io import load_volume
 from LungTumorSegLib.measurements.lesion_measurements import measure_lesions
 from LungTumorSegLib.model.bundle import find_bundle
@@ -74,21 +74,13 @@ def test_unchanged_values_are_left_to_the_model_and_changed_ones_are_passed(bund
 # ---------------------------------------------------------------- point 6: table rows
 
 
-def test_a_clicked_row_is_the_lesion_shown_on_it():
-    # SetUseColumnNameAsColumnHeader(True): view row n is lesion n
-    assert [helpers.lesion_row_of_table_row(r, True, 3) for r in range(4)] == [0, 1, 2, None]
-    # without it, qMRMLTableView shows the column names as data row 0 (qMRMLTableModel::mrmlTableRowIndex)
-    assert [helpers.lesion_row_of_table_row(r, False, 3) for r in range(5)] == [None, 0, 1, 2, None]
-    assert helpers.lesion_row_of_table_row(-1, True, 3) is None
-
-
-def test_table_cells_carry_the_centroid_the_click_jumps_to(nodule_run, nodule):
+def test_table_values_carry_the_centroid_the_click_jumps_to(nodule_run, nodule):
     rows = helpers.lesion_rows(json.loads(json.dumps(measure_lesions(nodule_run.label, nodule).to_dict())))
     columns = helpers.table_columns()
-    assert [key for key, _, _ in columns][-3:] == ["centroid_r", "centroid_a", "centroid_s"]
-    cells = [helpers.table_cell(key, rows[0]) for key, _, _ in columns]
-    assert cells[0] == "1" and float(cells[-1]) == pytest.approx(rows[0]["centroid_ras"][2], abs=0.05)
-    assert helpers.table_cell("centroid_r", {"centroid_ras": None}) == ""
+    assert [key for key, _, _, _ in columns][-3:] == ["centroid_r", "centroid_a", "centroid_s"]
+    values = [helpers.table_value(key, rows[0]) for key, _, _, _ in columns]
+    assert values[0] == "Lesion 1" and values[-1] == pytest.approx(rows[0]["centroid_ras"][2], abs=0.05)
+    assert np.isnan(helpers.table_value("centroid_r", {"centroid_ras": None}))
 
 
 # ---------------------------------------------------------------- point 11: entropy display
@@ -104,42 +96,3 @@ def test_the_entropy_threshold_hides_the_empty_slice_and_keeps_the_lesion_border
     assert shown.mean() < 0.5, "most of the slice must stay transparent"
     rim = label[:, :, axial] ^ ndimage.binary_erosion(label[:, :, axial])
     assert shown[rim].mean() > 0.9, "the uncertain lesion border stays visible"
-
-
-# ---------------------------------------------------------------- point 12: seed clicks add lesions
-
-
-def test_a_second_click_on_the_same_lesion_keeps_one_lesion(bundle, nodule):
-    truth = load_volume(DEMO_NODULE_MASK).array > 0
-    centre = nodule.voxel_to_ras(np.argwhere(truth).mean(axis=0))
-    options = SegmentOptions(device="cpu", tta=1, point_ras=tuple(centre), roi_mm=60.0)
-    first = segment(nodule, bundle, options)
-    assert first.label.array.any()
-    kji, _ = helpers.kji_from_volume(first.label)
-    merged = helpers.union_label(first.label, kji)  # the segment already holds the first click's lesion
-    np.testing.assert_array_equal(merged.array > 0, first.label.array > 0)
-    assert measure_lesions(merged, nodule).lesion_count == 1
-
-
-def test_clicks_on_two_lesions_give_both(nodule_run, nodule):
-    first = nodule_run.label.array > 0.5
-    other = np.zeros_like(first)
-    other[2:8, 2:8, 2:8] = True  # a second lesion away from the nodule
-    assert not (other & first).any()
-    merged = helpers.union_label(nodule_run.label, helpers.kji_from_volume(Volume(other, nodule.affine))[0])
-    assert np.count_nonzero(merged.array) == np.count_nonzero(first) + other.sum()
-    assert measure_lesions(merged, nodule).lesion_count == 2
-    assert helpers.union_label(nodule_run.label, None) is nodule_run.label
-    with pytest.raises(ValueError, match="not on the CT grid"):
-        helpers.union_label(nodule_run.label, np.zeros((3, 3, 3)))
-
-
-def test_the_entropy_of_earlier_clicks_is_kept(nodule_run):
-    previous = np.zeros_like(nodule_run.entropy.array, dtype=np.float32)
-    previous[0, 0, 0] = 0.9
-    merged = helpers.merged_entropy(
-        nodule_run.entropy, helpers.kji_from_volume(Volume(previous, nodule_run.entropy.affine))[0]
-    )
-    assert merged.array[0, 0, 0] == pytest.approx(max(0.9, float(nodule_run.entropy.array[0, 0, 0])))
-    np.testing.assert_array_equal(merged.array >= nodule_run.entropy.array, True)
-    assert helpers.merged_entropy(nodule_run.entropy, np.zeros((2, 2, 2))) is nodule_run.entropy

@@ -450,41 +450,23 @@ def test_quick_cpu_run_stop_resume_install(tmp_path: Path, monkeypatch: pytest.M
     assert "quick-model" in list_bundles()
 
 
-# ------------------------------------------------------------------------------------------ module with stubs
+# ------------------------------------------------------------------------------------------ the Logic on real MRML
 
 
 @pytest.fixture
-def module_with_stubs(monkeypatch: pytest.MonkeyPatch):
-    """Import LungTumorSegTraining.py with MagicMock stand-ins for slicer and qt (no Slicer here)."""
-    import importlib.util
-    import types
-    from unittest import mock
+def training_logic(mrml):
+    """The module's TrainingLogic (LungTumorSegTrainingLogic is a thin subclass) on a real scene (slicer-core)."""
+    from LungTumorSegTrainingLib.slicer_glue.training_logic import TrainingLogic
 
-    slicer = mock.MagicMock(name="slicer")
-    scripted = types.ModuleType("slicer.ScriptedLoadableModule")
-    for name in ("ScriptedLoadableModule", "ScriptedLoadableModuleLogic", "ScriptedLoadableModuleWidget"):
-        setattr(scripted, name, type(name, (), {"__init__": lambda self, *args: None}))
-    scripted.ScriptedLoadableModuleTest = type("ScriptedLoadableModuleTest", (), {})
-    util = types.ModuleType("slicer.util")
-    util.VTKObservationMixin = type("VTKObservationMixin", (), {"__init__": lambda self: None})
-    slicer.ScriptedLoadableModule, slicer.util = scripted, util
-    util.updateTableFromArray = mock.MagicMock()
-    i18n = types.ModuleType("slicer.i18n")
-    i18n.translate = lambda context, text: text
-    qt = mock.MagicMock(name="qt")
-    modules = {"slicer": slicer, "slicer.ScriptedLoadableModule": scripted, "slicer.util": util, "slicer.i18n": i18n}
-    for name, value in modules.items():
-        monkeypatch.setitem(sys.modules, name, value)
-    monkeypatch.setitem(sys.modules, "qt", qt)
-    spec = importlib.util.spec_from_file_location("LungTumorSegTraining_stubbed", MODULE_PY)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module, slicer, util
+    logic = TrainingLogic()
+    assert logic.pollTimer is None and logic.outputTimer is None, "no Qt here: the test drives the polling"
+    return logic
 
 
-def test_logic_parses_engine_lines_and_plots(module_with_stubs, tmp_path: Path):
-    module, slicer, util = module_with_stubs
-    logic = module.LungTumorSegTrainingLogic()
+def test_logic_parses_engine_lines_and_plots_into_real_table_and_chart_nodes(training_logic, tmp_path: Path):
+    import slicer
+
+    logic = training_logic
     logs, progress, metrics = [], [], []
     logic.onLog, logic.onProgress, logic.onMetrics = logs.append, lambda f, m: progress.append((f, m)), metrics.append
     logic.startTime = 1.0
@@ -492,6 +474,7 @@ def test_logic_parses_engine_lines_and_plots(module_with_stubs, tmp_path: Path):
     for line in (
         '{"event": "progress", "step": "train", "fraction": 0.5, "message": "epoch 1/2"}',
         '{"event": "metrics", "epoch": 1, "train_loss": 0.8, "val_dice": 0.2, "best_dice": 0.2}',
+        '{"event": "metrics", "epoch": 2, "train_loss": 0.6, "val_dice": 0.4, "best_dice": 0.4}',
         '{"event": "log", "level": "warning", "message": "CUDA out of memory"}',
         '{"event": "error", "message": "boom"}',
         "Traceback (most recent call last):",
@@ -499,22 +482,26 @@ def test_logic_parses_engine_lines_and_plots(module_with_stubs, tmp_path: Path):
     ):
         logic.handleLine(line)
     assert progress[0][0] == pytest.approx(0.75) and "ETA" in progress[0][1]
-    assert logic.history.epochs() == [1] and metrics == [logic.history]
-    table_call = util.updateTableFromArray.call_args
-    assert table_call.args[2] == ["epoch", "train_loss", "val_dice"] and list(table_call.args[1][1]) == [0.8]
-    classes = [c.args[0] for c in slicer.mrmlScene.AddNewNodeByClass.call_args_list]
-    assert classes == ["vtkMRMLTableNode", "vtkMRMLPlotChartNode", "vtkMRMLPlotSeriesNode", "vtkMRMLPlotSeriesNode"]
+    assert logic.history.epochs() == [1, 2] and metrics[-1] is logic.history
+    np.testing.assert_allclose(slicer.util.arrayFromTableColumn(logic.tableNode, "train_loss"), [0.8, 0.6])
+    np.testing.assert_allclose(slicer.util.arrayFromTableColumn(logic.tableNode, "val_dice"), [0.2, 0.4])
+    chart = logic.chartNode
+    assert chart.IsA("vtkMRMLPlotChartNode") and chart.GetNumberOfPlotSeriesNodes() == 2
+    series = [chart.GetNthPlotSeriesNode(n) for n in range(2)]
+    assert [s.GetYColumnName() for s in series] == ["train_loss", "val_dice"]
+    assert all(s.GetTableNodeID() == logic.tableNode.GetID() for s in series)
     assert any("warning: CUDA out of memory" in m for m in logs) and any("ERROR: boom" in m for m in logs)
     assert any("Traceback" in m for m in logs)
 
     run = tmp_path / "run"
     write_run(run, "finished", 1, 3)
     (run / "val_overlay.png").write_bytes(b"png")
-    overlays = []
-    logic.onOverlay = overlays.append
+    overlays, states = [], []
+    logic.onOverlay, logic.onRunState = overlays.append, states.append
     logic.follow(run)
     assert logic.history.epochs() == [1, 2, 3] and overlays == [str(run / "val_overlay.png")]
-    assert logic.poll().state == "finished"
+    assert logic.poll().state == "finished" and states[-1].state == "finished"
+    assert slicer.mrmlScene.GetNumberOfNodesByClass("vtkMRMLTableNode") == 1, "the plot's table is reused"
     env = logic.engineEnvironment()
     assert env["PYTHONUNBUFFERED"] == "1" and str(MODULE_PY.parent) in env["PYTHONPATH"].split(os.pathsep)
 
@@ -530,30 +517,103 @@ def test_gui_defaults_equal_the_engine_defaults():
         assert getattr(gui, name) == getattr(engine, name), name
 
 
-def test_the_logic_stops_a_real_run_through_the_stop_file(module_with_stubs, tmp_path: Path):
-    """The module's own Logic (Slicer stubbed; its output timer driven here): Stop ends a real run cleanly."""
-    import time
-
-    module, _slicer, _util = module_with_stubs
-    logic = module.LungTumorSegTrainingLogic()
+def quick_settings(tmp_path: Path, name: str) -> commands.TrainSettings:
     settings = commands.apply_preset(
         commands.TrainSettings(
-            data=[str(datasets.build_tiny_msd(tmp_path / "tiny", lidc_pairs()))], output_dir=str(tmp_path)
+            data=[str(datasets.build_tiny_msd(tmp_path / f"tiny-{name}", lidc_pairs()))], output_dir=str(tmp_path)
         ),
         "Quick CPU check",
     )
-    settings.run_name, settings.epochs, settings.steps_per_epoch, settings.patch_size = "q", 3, 3, [32, 32, 16]
+    settings.run_name, settings.epochs, settings.steps_per_epoch, settings.patch_size = name, 3, 3, [32, 32, 16]
+    return settings
+
+
+def wait_for(condition, timeout_s: float, step=None) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        if step is not None:
+            step()
+        time.sleep(0.05)
+
+
+def test_the_logic_stops_a_real_run_through_the_stop_file(training_logic, tmp_path: Path):
+    """The module's own Logic (its output timer driven here): Stop ends a real run cleanly."""
+    logic = training_logic
+    settings = quick_settings(tmp_path, "q")
     finished, progress = [], []
     logic.onFinished = lambda code, ok: finished.append((code, ok))
     logic.onProgress = lambda fraction, message: progress.append(message)
     logic.start(commands.training_commands(settings, sys.executable), settings.run_dirs())
-    deadline = time.monotonic() + 240
-    while logic.process is not None and time.monotonic() < deadline:
+    assert logic.canStop()
+
+    def read_and_stop():
         logic._readOutput()  # what the module's 100 ms timer calls
         if progress and not logic.stopRequested:
             logic.stop()
-        time.sleep(0.05)
+
+    wait_for(lambda: logic.process is None, 240, read_and_stop)
     assert finished == [(0, False)], "exit code 0, not 'ok' because a stop was requested"
     run = monitor.read_run(settings.run_dirs()[0])
     assert run.state == "stopped" and run.resumable
     assert not commands.stop_file(settings.run_dirs()[0]).exists()
+
+
+def test_a_reconnected_run_can_be_stopped_from_the_panel(training_logic, tmp_path: Path):
+    """A run started elsewhere (a shell, an earlier Slicer session) and followed through its folder: Stop works."""
+    logic = training_logic
+    settings = quick_settings(tmp_path, "elsewhere")
+    settings.epochs = 50
+    (command,) = commands.training_commands(settings, sys.executable)
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    run_dir = settings.run_dirs()[0]
+    try:
+        wait_for(lambda: monitor.read_run(run_dir).state == "running", 120)
+        assert not logic.canStop() and not logic.stop(), "nothing followed yet"
+        logic.follow(run_dir)
+        assert logic.canStop() and logic.followedRun().pid == process.pid
+        assert logic.stop()
+        assert process.wait(timeout=240) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+    run = monitor.read_run(run_dir)
+    assert run.state == "stopped" and run.resumable and run.epoch < 50
+    assert logic.poll().state == "stopped" and not logic.canStop()
+
+
+def test_closing_slicer_stops_the_run_with_a_checkpoint_without_waiting(training_logic, tmp_path: Path):
+    """Slicer quits (the widget's cleanup): no dialog, no wait; the run stops cleanly even with its reader gone."""
+    import time
+
+    logic = training_logic
+    settings = quick_settings(tmp_path, "quit")
+    settings.epochs = 50
+    logic.start(commands.training_commands(settings, sys.executable), settings.run_dirs())
+    wait_for(lambda: monitor.read_run(settings.run_dirs()[0]).state == "running", 120, logic._readOutput)
+    engine = logic.process
+    started = time.monotonic()
+    logic.shutdown()
+    assert time.monotonic() - started < 2.0 and logic.process is None
+    engine.popen.stdout.close()  # Slicer's end closes the pipe: later progress lines have no reader
+    assert engine.popen.wait(timeout=240) == 0
+    run = monitor.read_run(settings.run_dirs()[0])
+    assert run.state == "stopped" and run.resumable and run.epoch < 50
+
+
+def test_progress_lines_without_a_reader_stop_quietly():
+    """What keeps a training alive after Slicer closed: a broken pipe ends the progress lines, not the run."""
+    import io
+
+    from LungTumorSegLib.core.progress import ProgressReporter
+
+    class Gone(io.StringIO):
+        def write(self, text):
+            raise BrokenPipeError(32, "Broken pipe")
+
+    reporter = ProgressReporter("json", stream=Gone())
+    reporter.update("train", 0.5, "epoch 1")
+    reporter.log("info", "still training")
+    assert reporter.mode == "none"

@@ -41,10 +41,27 @@ class CompareSection:
         ui.openCompareReportButton.connect("clicked(bool)", self.onOpenReport)
         for selector in (ui.baselineVolumeSelector, ui.followupVolumeSelector):
             selector.connect("currentNodeChanged(vtkMRMLNode*)", self.updateState)
+        panel.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.updateState()
 
     def cleanup(self) -> None:
         self.logic.shutdown()
+
+    def onSceneStartClose(self, caller=None, event=None) -> None:
+        """The scene closes: stop a running comparison and forget the shown one (its nodes leave the scene)."""
+        self.logic.cancel()
+        self.resetComparison()
+
+    def resetComparison(self) -> None:
+        """No comparison shown: table, summary, status, progress and the report button cleared."""
+        ui = self.ui
+        self.comparison = None
+        ui.compareTableView.setMRMLTableNode(None)
+        ui.compareSummaryLabel.text = ""
+        ui.compareStatusLabel.text = ""
+        ui.compareProgressBar.setValue(0)
+        ui.openCompareReportButton.enabled = False
+        self.updateState()
 
     def updateState(self, *args) -> None:
         ui = self.ui
@@ -76,6 +93,13 @@ class CompareSection:
         needsModel = baselineSegmentation is None or followupSegmentation is None
         if needsModel and not self.panel.logic.ensureDependencies(askConfirmation=True):
             return
+        transform = self.logic.followupTransformToReplace(ui.followupVolumeSelector.currentNode(), followupSegmentation)
+        question = _(
+            "The follow-up is under the transform '{0}'. The alignment replaces it (the transform node itself is "
+            "kept in the scene). Continue?"
+        )
+        if transform is not None and not slicer.util.confirmYesNoDisplay(question.format(transform.GetName())):
+            return
         ui.compareProgressBar.setValue(0)
         ui.compareStatusLabel.text = _("Starting…")
         ui.compareSummaryLabel.text = ""
@@ -88,6 +112,7 @@ class CompareSection:
                 followupSegmentation,
                 progressCallback=self.onProgress,
                 finishedCallback=self.onFinished,
+                replaceFollowupTransform=transform is not None,
             )
         except Exception as exc:  # noqa: BLE001 - shown to the user
             slicer.util.errorDisplay(_("Could not start the comparison: ") + str(exc))

@@ -6,9 +6,10 @@ Usage::
         --input CT_FILE_OR_FOLDER --output OUT_FOLDER [--model NAME|DIR] [--tta 1|2|4|8] \
         [--device auto|cpu|cuda] [--threshold T] [--min-lesion-ml V] [--overwrite]
 
-Inputs: NIfTI/NRRD files, a folder of them, or a DICOM folder (imported into a temporary Slicer DICOM database and
-loaded one series at a time; series that are not CT volumes, such as localizers or MR, are skipped with a
-message). For each CT it writes ``<name>.seg.nrrd`` (with segment terminology), ``<name>_entropy.nrrd``,
+Inputs: NIfTI/NRRD files, a folder of them, or a DICOM folder (imported into a private temporary DICOM database,
+the user's database and its setting untouched, and loaded one series at a time; series that are not CT volumes,
+such as localizers or MR, are skipped with a message; DICOM cases are named ``series<N>_<description>``, never
+after the patient). For each CT it writes ``<name>.seg.nrrd`` (with segment terminology), ``<name>_entropy.nrrd``,
 ``<name>_lesion_table.tsv`` and the engine's report files; for a CT loaded from DICOM also
 ``<name>_seg.dcm`` (DICOM SEG) and ``<name>_sr.dcm`` (TID 1500 measurements) on the source series. The nodes
 of a case are removed after it.
@@ -18,9 +19,11 @@ Exits 0 when every case succeeded, 1 when some failed, 2 for usage errors or no 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import shutil
 import sys
+import tempfile
 import traceback
 from collections.abc import Iterator
 from pathlib import Path
@@ -69,7 +72,6 @@ def file_cases(input_path: Path) -> Iterator[tuple[str, object]]:
 
 
 SERIES_TAGS = {
-    "patient": "0010,0020",
     "number": "0020,0011",
     "description": "0008,103E",
     "modality": "0008,0060",
@@ -77,12 +79,37 @@ SERIES_TAGS = {
 }
 
 
+@contextlib.contextmanager
+def private_dicom_database() -> Iterator[object]:
+    """A new DICOM database in a temporary folder, used as ``slicer.dicomDatabase`` until the block ends.
+
+    Unlike DICOMUtils.TemporaryDICOMDatabase it never writes the database-folder setting: the user's database
+    (and Slicer's setting) are untouched even when the batch is killed half-way.
+    """
+    import ctk
+
+    folder = Path(tempfile.mkdtemp(prefix="LungTumorSegDICOM-", dir=slicer.app.temporaryPath))
+    database = ctk.ctkDICOMDatabase()
+    database.openDatabase(str(folder / "ctkDICOM.sql"))
+    if not database.isOpen:
+        raise RuntimeError(f"could not create a DICOM database in {folder}")
+    database.initializeDatabase()
+    original = getattr(slicer, "dicomDatabase", None)
+    slicer.dicomDatabase = database
+    try:
+        yield database
+    finally:
+        slicer.dicomDatabase = original
+        database.closeDatabase()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def dicom_cases(input_path: Path) -> Iterator[tuple[str, object]]:
     """(name, volume node) per CT series of a DICOM folder, loaded one series at a time."""
     from DICOMLib import DICOMUtils
 
     used: set[str] = set()
-    with DICOMUtils.TemporaryDICOMDatabase() as database:
+    with private_dicom_database() as database:
         DICOMUtils.importDicom(str(input_path), database)
         for patient in database.patients():
             for study in database.studiesForPatient(patient):
@@ -91,9 +118,7 @@ def dicom_cases(input_path: Path) -> Iterator[tuple[str, object]]:
                     if not files:
                         continue
                     tags = {key: database.fileValue(files[0], tag) for key, tag in SERIES_TAGS.items()}
-                    name = slicer_batch.series_case_name(
-                        tags["patient"], tags["number"], tags["description"], series, used
-                    )
+                    name = slicer_batch.series_case_name(tags["number"], tags["description"], series, used)
                     reason = slicer_batch.series_skip_reason(tags["modality"], tags["image_type"])
                     if reason:
                         print(f"{name}: skipped: {reason}", flush=True)
@@ -122,13 +147,15 @@ def cases(input_path: Path) -> Iterator[tuple[str, object]]:
 
 
 def save_case(result, name: str, out_dir: Path, overwrite: bool) -> list[Path]:
-    """Write segmentation, entropy, lesion table and the engine's report files."""
+    """Write segmentation, entropy, lesion table (Slicer's own writers) and the engine's report files."""
+    from LungTumorSegLib.slicer_glue import mrml_nodes as nodes
     from LungTumorSegLib.slicer_glue import segment_helpers as helpers
 
     targets = {
         "segmentation": out_dir / f"{name}.seg.nrrd",
         "entropy": out_dir / f"{name}_entropy.nrrd",
         "table": out_dir / f"{name}_lesion_table.tsv",
+        "table_schema": out_dir / f"{name}_lesion_table.schema.tsv",  # column types and units, by the table writer
     }
     reports = {
         src: out_dir / f"{name}{src.name[len(result.stem) :]}"
@@ -138,12 +165,14 @@ def save_case(result, name: str, out_dir: Path, overwrite: bool) -> list[Path]:
     if existing and not overwrite:
         raise FileExistsError(f"outputs exist (use --overwrite): {', '.join(map(str, existing))}")
     out_dir.mkdir(parents=True, exist_ok=True)
-    if not slicer.util.saveNode(result.segmentationNode, str(targets["segmentation"])):
-        raise OSError(f"could not write {targets['segmentation']}")
-    if result.entropyNode is not None and not slicer.util.saveNode(result.entropyNode, str(targets["entropy"])):
-        raise OSError(f"could not write {targets['entropy']}")
-    if not slicer.util.saveNode(result.tableNode, str(targets["table"])):
-        raise OSError(f"could not write {targets['table']}")
+    nodes.write_node(result.segmentationNode, targets["segmentation"])
+    if result.entropyNode is not None:
+        nodes.write_node(result.entropyNode, targets["entropy"])
+    else:
+        del targets["entropy"]
+    nodes.write_node(result.tableNode, targets["table"])
+    if not targets["table_schema"].exists():
+        del targets["table_schema"]
     for src, dst in reports.items():
         shutil.copyfile(src, dst)
     return list(targets.values()) + list(reports.values())

@@ -1,4 +1,4 @@
-"""The ``lungtumorseg`` command line: ``segment``, ``models``, ``measure``/``evaluate`` and ``compare``."""
+"""The ``lungtumorseg`` command line: ``segment``, ``models``, ``devices``, ``measure``/``evaluate`` and ``compare``."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from collections.abc import Callable
 from .. import __version__
 from ..core.errors import LungTumorSegError
 from ..core.signals import exit_code_of, sigterm_as_interrupt
+from .devices import add_devices_parser
 from .segment import add_models_parser, add_segment_parser
 
 EXIT_OK, EXIT_INTERNAL_ERROR, EXIT_BAD_INPUT = 0, 1, 2  # and 130 (Ctrl-C) / 143 (SIGTERM): see signals.py
@@ -27,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_segment_parser(commands)
     add_models_parser(commands)
+    add_devices_parser(commands)
     try:
         from .measure import add_evaluate_parser, add_measure_parser
     except ImportError:

@@ -40,10 +40,19 @@ class ProgressReporter:
         self.fraction = 0.0
 
     def emit(self, event: str, **fields: Any) -> None:
-        """Write one JSON line (json mode only)."""
-        if self.mode == "json":
+        """Write one JSON line (json mode only).
+
+        When the reader has gone (Slicer closed while a training runs), the line is dropped and reporting stops:
+        the run goes on and still acts on its stop file, instead of dying on a broken pipe without a checkpoint.
+        """
+        if self.mode != "json":
+            return
+        try:
             self.stream.write(json.dumps({"event": event, **fields}, default=str) + "\n")
             self.stream.flush()
+        except (BrokenPipeError, ValueError):  # ValueError: the stream was closed
+            self.mode = "none"
+            LOG.debug("progress reader gone: progress lines are no longer written")
 
     def update(self, step: str, fraction: float, message: str = "") -> None:
         """Report that ``step`` is running and the whole run is ``fraction`` done."""
@@ -65,10 +74,14 @@ class ProgressReporter:
         LOG.debug("%s: %s", level, message)
         if self.mode == "json":
             self.emit("log", level=level, message=message)
-        elif self.mode == "tqdm":
-            tqdm.write(f"{level}: {message}", file=sys.stderr)
-        else:
-            print(f"{level}: {message}", file=sys.stderr)
+            return
+        try:
+            if self.mode == "tqdm":
+                tqdm.write(f"{level}: {message}", file=sys.stderr)
+            else:
+                print(f"{level}: {message}", file=sys.stderr)
+        except (BrokenPipeError, ValueError):  # nobody reads stderr any more (see emit)
+            pass
 
     def close(self) -> None:
         """Finish the bar (tqdm mode)."""

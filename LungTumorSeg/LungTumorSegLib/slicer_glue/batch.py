@@ -44,10 +44,15 @@ def volume_skip_reason(dimensions: Sequence[int]) -> str | None:
     return None
 
 
-def series_case_name(patient_id: str, series_number: str, description: str, series_uid: str, used: set[str]) -> str:
-    """A file-name-safe, unique case name for a DICOM series (``LIDC-0001_3_chest`` ...); adds it to ``used``."""
-    parts = [p for p in (patient_id, series_number, description) if p and p.strip()]
-    base = re.sub(r"[^A-Za-z0-9._-]+", "_", "_".join(p.strip() for p in parts)).strip("._") or "series"
+def series_case_name(series_number: str, description: str, series_uid: str, used: set[str]) -> str:
+    """A file-name-safe, unique case name for a DICOM series (``series3_Chest_1.25mm_lung``); adds it to ``used``.
+
+    Made of the series number and description only: output file names never carry the PatientID (or any other
+    patient identifier), so results can be shared without renaming. Two series that would share a name get the
+    end of their SeriesInstanceUID.
+    """
+    parts = [p.strip() for p in (f"series{series_number.strip()}" if series_number.strip() else "", description) if p]
+    base = re.sub(r"[^A-Za-z0-9._-]+", "_", "_".join(p for p in parts if p)).strip("._") or "series"
     name = base
     if name in used:
         name = f"{base}_{series_uid.rsplit('.', 1)[-1][-8:]}"

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from ..clinical.terminology import LUNG_TUMOR_SEGMENT_NAME
+from .lesion_segments import is_lesion_segment
 from .process import EngineProcess
 from .segment_helpers import ProgressEvent, parse_progress_line
 
@@ -27,17 +27,18 @@ REGISTRATION_CHOICES = (
     ("Rigid + deformable (lung field)", "deformable"),
     ("None (already aligned)", "none"),
 )
+# (key, title, unit, column type), as the lesion table: numbers are numbers in the MRML table.
 COMPARE_TABLE_COLUMNS = (
-    ("match_type", "Match", ""),
-    ("target", "Target", ""),
-    ("baseline_ids", "Baseline lesion", ""),
-    ("followup_ids", "Follow-up lesion", ""),
-    ("baseline_long_axis_mm", "Long axis before", "mm"),
-    ("followup_long_axis_mm", "Long axis after", "mm"),
-    ("long_axis_change_percent", "Change", "%"),
-    ("baseline_volume_ml", "Volume before", "ml"),
-    ("followup_volume_ml", "Volume after", "ml"),
-    ("volume_change_percent", "Volume change (not RECIST)", "%"),
+    ("match_type", "Match", "", "string"),
+    ("target", "Target", "", "string"),
+    ("baseline_ids", "Baseline lesion", "", "string"),
+    ("followup_ids", "Follow-up lesion", "", "string"),
+    ("baseline_long_axis_mm", "Long axis before", "mm", "double"),
+    ("followup_long_axis_mm", "Long axis after", "mm", "double"),
+    ("long_axis_change_percent", "Change", "%", "double"),
+    ("baseline_volume_ml", "Volume before", "ml", "double"),
+    ("followup_volume_ml", "Volume after", "ml", "double"),
+    ("volume_change_percent", "Volume change (not RECIST)", "%", "double"),
 )
 
 
@@ -187,6 +188,19 @@ def comparison_rows(data: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
+def compare_table_value(key: str, row: dict[str, Any]) -> float | str:
+    """One cell of the comparison table: a rounded number (NaN when unknown) or a text."""
+    kind = {column[0]: column[3] for column in COMPARE_TABLE_COLUMNS}.get(key, "string")
+    value = row.get(key)
+    if kind == "string":
+        return format_compare_cell(key, value)
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return float("nan")
+    return round(number, 2 if key.endswith("_ml") else 1) if math.isfinite(number) else float("nan")
+
+
 def format_compare_cell(key: str, value: Any) -> str:
     """Table text of one cell of the comparison table."""
     if value is None or value == "" or (isinstance(value, float) and not math.isfinite(value)):
@@ -220,14 +234,14 @@ def response_summary_text(data: dict[str, Any]) -> str:
     return f"{first}\n{second}"
 
 
-def tumor_segment_ids(segments: list[tuple[str, str]]) -> list[str]:
-    """Segment ids to use as the tumour label: the 'Lung tumor' segment when there is one, else every segment.
+def tumor_segment_ids(segments: list[tuple[str, str, str]]) -> list[str]:
+    """Segment ids to use as the tumour label: the lesion segments when there are some, else every segment.
 
     Args:
-        segments: ``(segment id, segment name)`` pairs of a segmentation node.
+        segments: ``(segment id, segment name, LungTumorSeg.Role tag)`` of a segmentation node's segments.
     """
-    named = [segment_id for segment_id, name in segments if name == LUNG_TUMOR_SEGMENT_NAME]
-    return named or [segment_id for segment_id, _ in segments]
+    tumour = [segment_id for segment_id, name, role in segments if is_lesion_segment(name, role)]
+    return tumour or [segment_id for segment_id, _, _ in segments]
 
 
 def _inverse_map(matrix: Any, point: Any) -> list[float] | None:

@@ -14,14 +14,16 @@ from pathlib import Path
 from typing import Any
 
 import slicer
-import vtk
 
-from . import compare_helpers
+from . import compare_helpers, lesion_nodes
+from . import lesion_segments as lesions
 from . import mrml_nodes as nodes
 from . import segment_helpers as helpers
 from .engine_run import EngineRunLogic, new_work_dir
 from .i18n import tr as _
 from .process import python_executable
+
+ALIGNMENT_ATTRIBUTE = "LungTumorSeg.Alignment"  # on the transforms this logic creates
 
 
 @dataclass
@@ -58,10 +60,11 @@ class CompareLogic(EngineRunLogic):
         from ..io.image_io import save_volume
 
         segmentation = segmentationNode.GetSegmentation()
-        segments = [
-            (segmentation.GetNthSegmentID(n), segmentation.GetNthSegment(n).GetName())
-            for n in range(segmentation.GetNumberOfSegments())
-        ]
+        segments = []
+        for n in range(segmentation.GetNumberOfSegments()):
+            segment = segmentation.GetNthSegment(n)
+            role = lesion_nodes.segment_tag(segment, lesions.ROLE_TAG)
+            segments.append((segmentation.GetNthSegmentID(n), segment.GetName(), role))
         label = None
         for segmentId in compare_helpers.tumor_segment_ids(segments):
             mask = slicer.util.arrayFromSegmentBinaryLabelmap(segmentationNode, segmentId, referenceVolume) > 0
@@ -71,10 +74,35 @@ class CompareLogic(EngineRunLogic):
         volume = helpers.volume_from_kji(label.astype(np.uint8), nodes.ijk_to_ras_array(referenceVolume))
         return save_volume(volume, path, overwrite=True)
 
+    @staticmethod
+    def followupTransformToReplace(followupVolume, followupSegmentation=None):
+        """The user's transform the alignment would replace on the follow-up (or its segmentation), else None.
+
+        The engine aligns the scans in their own frames, so the follow-up must hang under the alignment alone;
+        an earlier alignment of this module is replaced without asking, anybody else's transform only when the
+        caller says so (``replaceFollowupTransform``).
+        """
+        for node in (followupVolume, followupSegmentation):
+            transform = node.GetParentTransformNode() if node is not None else None
+            if transform is not None and transform.GetAttribute(ALIGNMENT_ATTRIBUTE) != "1":
+                return transform
+        return None
+
     def prepareJob(
-        self, baselineVolume, followupVolume, settings, baselineSegmentation=None, followupSegmentation=None
+        self,
+        baselineVolume,
+        followupVolume,
+        settings,
+        baselineSegmentation=None,
+        followupSegmentation=None,
+        replaceFollowupTransform: bool = False,
     ) -> dict[str, Any]:
-        """Temporary folder, exported CTs and labels, and the engine command line."""
+        """Temporary folder, exported CTs and labels, and the engine command line.
+
+        Raises:
+            ValueError: no two different CTs, or the follow-up is under a transform of the user's and
+                ``replaceFollowupTransform`` is false (nothing is started then).
+        """
         from ..io.image_io import save_volume
 
         for node in (baselineVolume, followupVolume):
@@ -82,6 +110,13 @@ class CompareLogic(EngineRunLogic):
                 raise ValueError(_("pick a baseline and a follow-up CT volume"))
         if baselineVolume == followupVolume:
             raise ValueError(_("the baseline and the follow-up are the same volume"))
+        transform = self.followupTransformToReplace(followupVolume, followupSegmentation)
+        if transform is not None and not replaceFollowupTransform:
+            raise ValueError(
+                _("the follow-up is under the transform '{0}', which the alignment would replace").format(
+                    transform.GetName()
+                )
+            )
         workDir = new_work_dir("LungTumorSegCompare-")
         paths = {}
         for name, volume, segmentation in (
@@ -109,11 +144,27 @@ class CompareLogic(EngineRunLogic):
             "nodes": (baselineVolume, followupVolume, baselineSegmentation, followupSegmentation),
         }
 
-    def _start(self, baselineVolume, followupVolume, settings, baselineSegmentation, followupSegmentation, **options):
+    def _start(
+        self,
+        baselineVolume,
+        followupVolume,
+        settings,
+        baselineSegmentation,
+        followupSegmentation,
+        replaceFollowupTransform=False,
+        **options,
+    ):
         """Export the inputs and start the engine; a scene close from now on cancels the run."""
         if self.isRunning():
             raise RuntimeError(_("a comparison is already running"))
-        job = self.prepareJob(baselineVolume, followupVolume, settings, baselineSegmentation, followupSegmentation)
+        job = self.prepareJob(
+            baselineVolume,
+            followupVolume,
+            settings,
+            baselineSegmentation,
+            followupSegmentation,
+            replaceFollowupTransform,
+        )
         job.update(options, run=compare_helpers.EngineRun(exit_code=-1))
         self._launch(job)
 
@@ -144,14 +195,21 @@ class CompareLogic(EngineRunLogic):
         baselineSegmentation=None,
         followupSegmentation=None,
         progressCallback: Callable[[helpers.ProgressEvent], None] | None = None,
+        replaceFollowupTransform: bool = False,
     ) -> LungTumorSegComparison | None:
-        """Compare and wait. Returns None when cancelled (``cancel()`` from the callback); raises on failure."""
+        """Compare and wait. Returns None when cancelled (``cancel()`` from the callback); raises on failure.
+
+        Raises:
+            ValueError: bad inputs, or a transform of the user's on the follow-up (``followupTransformToReplace``).
+            RuntimeError: the engine failed.
+        """
         self._start(
             baselineVolume,
             followupVolume,
             settings or compare_helpers.CompareSettings(),
             baselineSegmentation,
             followupSegmentation,
+            replaceFollowupTransform,
             progressCallback=progressCallback,
         )
         return self._waitForResult()
@@ -165,10 +223,12 @@ class CompareLogic(EngineRunLogic):
         followupSegmentation=None,
         progressCallback: Callable[[helpers.ProgressEvent], None] | None = None,
         finishedCallback: Callable[[LungTumorSegComparison | None, str | None], None] | None = None,
+        replaceFollowupTransform: bool = False,
     ) -> None:
         """Start the engine; ``finishedCallback(result, error)`` gets (None, None) on Cancel or scene close.
 
         Raises:
+            ValueError: bad inputs, or a transform of the user's on the follow-up (nothing is running then).
             RuntimeError: the engine could not be started (nothing is running then).
         """
         self._start(
@@ -177,6 +237,7 @@ class CompareLogic(EngineRunLogic):
             settings,
             baselineSegmentation,
             followupSegmentation,
+            replaceFollowupTransform,
             progressCallback=progressCallback,
             finishedCallback=finishedCallback,
         )
@@ -192,16 +253,23 @@ class CompareLogic(EngineRunLogic):
         segmentations = {"baseline": baselineSegmentation, "followup": followupSegmentation}
         for name, volume in (("baseline", baselineVolume), ("followup", followupVolume)):
             if segmentations[name] is None and outputs.get(f"{name}_tumor"):
-                label = load_volume(outputs[f"{name}_tumor"])
-                segmentations[name] = nodes.update_segmentation(label, volume, None, volume.GetName())[0]
-        transformNode = slicer.util.loadTransform(outputs["transform"])
+                labelled, count = lesions.lesion_label_map(load_volume(outputs[f"{name}_tumor"]))
+                segmentations[name] = lesion_nodes.replace_lesion_segments(
+                    labelled.transpose(2, 1, 0), count, volume, None, f"{volume.GetName()} tumor"
+                )[0]
+                nodes.place_next_to([segmentations[name]], volume)
+        transformNode = slicer.modules.transforms.logic().AddTransform(outputs["transform"], slicer.mrmlScene)
+        if transformNode is None:
+            raise RuntimeError(_("could not read the alignment {0}").format(outputs["transform"]))
         transformNode.SetName(f"{followupVolume.GetName()} to {baselineVolume.GetName()}")
+        transformNode.SetAttribute(ALIGNMENT_ATTRIBUTE, "1")
         transformNode.SetAndObserveTransformNodeID(baselineVolume.GetTransformNodeID())
         for node in (followupVolume, segmentations["followup"]):
             if node is not None:
                 node.SetAndObserveTransformNodeID(transformNode.GetID())
         rows = compare_helpers.comparison_rows(data)
         tableNode = self.createComparisonTable(rows, f"{followupVolume.GetName()} vs {baselineVolume.GetName()}")
+        nodes.place_next_to([transformNode, tableNode], baselineVolume)
         self.showSideBySide(baselineVolume, followupVolume, segmentations)
         return LungTumorSegComparison(
             data,
@@ -216,24 +284,22 @@ class CompareLogic(EngineRunLogic):
 
     @staticmethod
     def createComparisonTable(rows: list[dict], name: str):
-        """vtkMRMLTableNode, one row per match (compare_helpers.COMPARE_TABLE_COLUMNS)."""
+        """vtkMRMLTableNode, one row per match (compare_helpers.COMPARE_TABLE_COLUMNS), titles as the header."""
         tableNode = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLTableNode", name)
-        table = tableNode.GetTable()
-        for key, title, unit in compare_helpers.COMPARE_TABLE_COLUMNS:
-            array = vtk.vtkStringArray()
-            array.SetName(f"{title} ({unit})" if unit else title)
-            for row in rows:
-                array.InsertNextValue(compare_helpers.format_compare_cell(key, row.get(key)))
-            table.AddColumn(array)
+        wasModifying = tableNode.StartModify()
+        lesion_nodes.fill_table(
+            tableNode, compare_helpers.COMPARE_TABLE_COLUMNS, rows, compare_helpers.compare_table_value
+        )
+        lesion_nodes.set_column_titles_as_header(tableNode)
         tableNode.SetLocked(True)
-        tableNode.Modified()
+        tableNode.EndModify(wasModifying)
         return tableNode
 
     @staticmethod
     def showSideBySide(baselineVolume, followupVolume, segmentations: dict) -> None:
         """Baseline in the Red view, aligned follow-up in the Yellow view, slices linked; each scan's tumours."""
-        layoutManager = slicer.app.layoutManager() if hasattr(slicer.app, "layoutManager") else None
-        if layoutManager is None:  # batch mode, slicer-core
+        layoutManager = slicer.app.layoutManager()
+        if layoutManager is None:  # batch mode (no main window), slicer-core
             return
         layoutManager.setLayout(slicer.vtkMRMLLayoutNode.SlicerLayoutSideBySideView)
         for viewName, volume, segmentation in (

@@ -21,6 +21,12 @@ from ..core.paths import LIB_DIR
 
 PYPROJECT = "pyproject.toml"
 TORCH = "torch"
+# The torch the module asks the PyTorch extension for in Slicer: pyproject's requirement plus this bound.
+# Slicer/light-the-torch#176 (open, July 2026): on Slicer 5.10+ (Python 3.12) light-the-torch picks torch 2.13,
+# whose PEP 639 license-files packaging breaks the install on Windows (a Slicer reinstall was needed); installs
+# with "<2.13.0" work (torch 2.12.1). Slicer 5.8 (Python 3.9) gets an older torch anyway. Only new installs get
+# the bound: a torch that is already there is kept, and pip (make, CI) reads pyproject, which admits 2.13.0.
+SLICER_TORCH_BOUND = "<2.13"
 # Distributions that Slicer's Python ships (SuperBuild/External_python-*.cmake of Slicer 5.4 to 5.12; VTK and
 # SimpleITK are built with Slicer and have no pip metadata): the modules never pip-install or replace them.
 SLICER_PROVIDED = (
@@ -137,7 +143,8 @@ class InstallPlan:
     """What Slicer's Python lacks of the declared requirements.
 
     Attributes:
-        torch: the torch requirement when torch must be installed (through the PyTorch extension), else None.
+        torch: the torch requirement when torch must be installed (through the PyTorch extension), else None;
+            the declared one with ``SLICER_TORCH_BOUND``.
         pip: requirement strings for pip (neither torch nor packages Slicer ships).
         provided_mismatch: requirements on packages Slicer ships that Slicer's version does not meet (they are
             reported, never replaced: replacing Slicer's numpy or VTK breaks Slicer).
@@ -157,6 +164,27 @@ class InstallPlan:
         return [requirement_name(r) for r in ([self.torch] if self.torch else []) + self.pip]
 
 
+def slicer_torch_requirement(requirement: str) -> str:
+    """The torch requirement for an install in Slicer: the declared one with ``SLICER_TORCH_BOUND`` added."""
+    from packaging.requirements import Requirement
+
+    parsed = Requirement(requirement)
+    specifier = ",".join(filter(None, (str(parsed.specifier), SLICER_TORCH_BOUND)))
+    return f"{parsed.name}{specifier}"
+
+
+def pip_to_restore(before: str | None, after: str | None) -> str | None:
+    """``pip==<before>`` when an install downgraded Slicer's pip (light-the-torch pins an older one), else None."""
+    from packaging.version import InvalidVersion, Version
+
+    if not before or not after:
+        return None
+    try:
+        return f"pip=={before}" if Version(after) < Version(before) else None
+    except InvalidVersion:
+        return None
+
+
 def plan_install(requirements: list[str] | None = None) -> InstallPlan:
     """Split the unmet declared requirements into torch, pip and Slicer-provided ones."""
     plan = InstallPlan()
@@ -165,7 +193,7 @@ def plan_install(requirements: list[str] | None = None) -> InstallPlan:
             continue
         name = requirement_name(requirement)
         if name == TORCH:
-            plan.torch = requirement
+            plan.torch = slicer_torch_requirement(requirement)
         elif name in SLICER_PROVIDED:
             version = installed_version(name)
             if version is not None:  # absent (VTK, SimpleITK: no pip metadata) means built with Slicer

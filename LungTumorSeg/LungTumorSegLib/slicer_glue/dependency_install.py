@@ -26,16 +26,27 @@ def slicerPackaging():
 
 
 def installTorch(requirement: str) -> None:
-    """Install PyTorch with the PyTorch extension (it picks the CUDA or CPU build), else from PyPI."""
+    """Install PyTorch with the PyTorch extension (it picks the CUDA or CPU build), else from PyPI.
+
+    light-the-torch, which the PyTorch extension installs first, pins an older pip (Slicer 5.10 ships 25.1.1,
+    light-the-torch 0.8 wants < 24.4): Slicer's own pip is put back afterwards (the extension asks pip for
+    light-the-torch's requirements again before its next use).
+    """
     try:
         import PyTorchUtils
     except ImportError:
         logging.warning("LungTumorSeg: the PyTorch extension is not installed; installing torch from PyPI")
         slicer.util.pip_install([requirement])
         return
+    pipBefore = deps.installed_version("pip")
     torch = PyTorchUtils.PyTorchUtilsLogic().installTorch(
         askConfirmation=False, torchVersionRequirement=deps.requirement_specifier(requirement)
     )
+    importlib.invalidate_caches()
+    restore = deps.pip_to_restore(pipBefore, deps.installed_version("pip"))
+    if restore:
+        logging.info(f"LungTumorSeg: light-the-torch downgraded pip; restoring Slicer's {restore}")
+        slicer.util.pip_install([restore])
     if torch is None:
         raise RuntimeError(
             _(

@@ -1,22 +1,28 @@
-"""MRML nodes to and from the engine's types: volumes, segments, the entropy map, lesion tables, RECIST lines.
+"""MRML nodes to and from the engine's types: volumes, points, the entropy map, the subject hierarchy, files.
 
-Used by the segmentation and comparison logics; needs ``slicer`` (MRML) and VTK, never Qt, so it runs in Slicer,
-in ``Slicer --python-script`` and against slicer-core's real MRML in pytest.
+Used by the segmentation and comparison logics (the lesion segments, table and lines are in ``lesion_nodes``);
+needs ``slicer`` (MRML) and VTK, never Qt, so it runs in Slicer, in ``Slicer --python-script`` and against
+slicer-core's real MRML in pytest.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import slicer
 import vtk
 
-from ..clinical import terminology
 from ..core.volume import Volume
 from . import segment_helpers as helpers
 
-ENTROPY_COLOR_NODE_IDS = ("vtkMRMLColorTableNodeFileInferno.txt", "vtkMRMLColorTableNodeFileColdToHotRainbow.txt")
-RECIST_LINE_STYLES = (("long_axis_ras", "long", (1.0, 0.9, 0.1)), ("short_axis_ras", "short", (0.2, 0.8, 1.0)))
+# Inferno and ColdToHotRainbow are colour files Slicer loads at start-up (Base/Logic/Resources/ColorFiles); Iron is
+# built into vtkMRMLColorLogic, so a scene without the files (slicer-core) still gets a heat map.
+ENTROPY_COLOR_NODE_IDS = (
+    "vtkMRMLColorTableNodeFileInferno.txt",
+    "vtkMRMLColorTableNodeFileColdToHotRainbow.txt",
+    "vtkMRMLColorTableNodeIron",
+)
 
 
 # ---------------------------------------------------------------- volumes and points
@@ -34,11 +40,31 @@ def volume_from_node(volumeNode) -> Volume:
     return helpers.volume_from_kji(slicer.util.arrayFromVolume(volumeNode), ijk_to_ras_array(volumeNode))
 
 
+def volume_view(volumeNode) -> Volume:
+    """Engine Volume of a node without copying its voxels (a transposed view of Slicer's array): read it only."""
+    return Volume(slicer.util.arrayFromVolume(volumeNode).transpose(2, 1, 0), ijk_to_ras_array(volumeNode))
+
+
 def export_volume(volumeNode, path: Path) -> Path:
     """Write the node as NRRD (its own frame) for the engine process."""
     from ..io.image_io import save_volume
 
     return save_volume(volume_from_node(volumeNode), path, overwrite=True)
+
+
+def oriented_image(kji: np.ndarray, ijk_to_ras: np.ndarray):
+    """A vtkOrientedImageData of a KJI label array (uint8, or uint16 above 255 labels) with its IJKToRAS matrix."""
+    from vtk.util import numpy_support
+
+    kji = np.asarray(kji)
+    dtype = np.uint8 if kji.max(initial=0) < 256 else np.uint16
+    image = slicer.vtkOrientedImageData()
+    image.SetDimensions(kji.shape[2], kji.shape[1], kji.shape[0])
+    image.SetImageToWorldMatrix(slicer.util.vtkMatrixFromArray(np.asarray(ijk_to_ras, dtype=np.float64)))
+    image.GetPointData().SetScalars(
+        numpy_support.numpy_to_vtk(np.ascontiguousarray(kji, dtype=dtype).ravel(), deep=True)
+    )
+    return image
 
 
 def world_to_volume(volumeNode, point) -> list[float]:
@@ -66,52 +92,39 @@ def in_scene(node) -> bool:
     return node is not None and node.GetScene() is slicer.mrmlScene
 
 
-# ---------------------------------------------------------------- segmentation
+def write_node(node, path: Path) -> Path:
+    """Write a node with its default storage node (Slicer's own writer: .seg.nrrd, .nrrd, .tsv ...).
 
-
-def segment_array(segmentationNode, referenceVolume, segmentName: str = terminology.LUNG_TUMOR_SEGMENT_NAME):
-    """A segment on the CT grid (KJI array), None when there is none."""
-    if segmentationNode is None:
-        return None
-    segmentId = segmentationNode.GetSegmentation().GetSegmentIdBySegmentName(segmentName)
-    if not segmentId:
-        return None
-    return slicer.util.arrayFromSegmentBinaryLabelmap(segmentationNode, segmentId, referenceVolume)
-
-
-def update_segmentation(label: Volume, inputVolume, segmentationNode=None, baseName: str = "CT"):
-    """Put the tumour label into segment 'Lung tumor' (created if needed) of a new or given node.
-
-    Returns (segmentation node, segment ID). A new node follows the CT's parent transform.
+    The storage node is temporary: the node keeps pointing where it pointed (what ``slicer.util.saveNode`` would
+    change), and this works without Slicer's application (batch scripts, slicer-core).
     """
-    kji, _matrix = helpers.kji_from_volume(label)
-    if segmentationNode is None:
-        segmentationNode = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", f"{baseName} tumor")
-        segmentationNode.SetAndObserveTransformNodeID(inputVolume.GetTransformNodeID())
-    segmentationNode.CreateDefaultDisplayNodes()
-    segmentationNode.SetReferenceImageGeometryParameterFromVolumeNode(inputVolume)
-    segmentation = segmentationNode.GetSegmentation()
-    segmentId = segmentation.GetSegmentIdBySegmentName(terminology.LUNG_TUMOR_SEGMENT_NAME)
-    if not segmentId:
-        segmentId = segmentation.AddEmptySegment(
-            "", terminology.LUNG_TUMOR_SEGMENT_NAME, list(terminology.LUNG_TUMOR_COLOR)
-        )
-    segment = segmentation.GetSegment(segmentId)
-    segment.SetColor(*terminology.LUNG_TUMOR_COLOR)
-    segment.SetTag("TerminologyEntry", terminology.LUNG_TUMOR_TERMINOLOGY)
-    slicer.util.updateSegmentBinaryLabelmapFromArray(
-        (kji > 0.5).astype("uint8"), segmentationNode, segmentId, inputVolume
-    )
-    return segmentationNode, segmentId
+    storageNode = node.CreateDefaultStorageNode()
+    storageNode.SetFileName(str(path))
+    if not storageNode.WriteData(node):
+        raise OSError(f"could not write {path}: {storageNode.GetWriteStateAsString()}")
+    return Path(path)
 
 
-def set_show_in_3d(segmentationNode, on: bool) -> None:
-    """Show the segmentation as a surface in the 3D view (or hide it there)."""
-    if on:
-        segmentationNode.CreateClosedSurfaceRepresentation()
-    displayNode = segmentationNode.GetDisplayNode()
-    if displayNode:
-        displayNode.SetVisibility3D(on)
+# ---------------------------------------------------------------- subject hierarchy
+
+
+def place_next_to(nodesToPlace, inputVolume) -> None:
+    """Put result nodes in the subject hierarchy folder of the CT (its study, when loaded from DICOM).
+
+    As MONAIAuto3DSeg and TotalSegmentator do, so that Slicer's DICOM export finds the segmentation in the CT's
+    study. A node without an item yet (Slicer's Qt plugins add one for every node; slicer-core does not) gets one.
+    """
+    hierarchy = slicer.mrmlScene.GetSubjectHierarchyNode()
+    volumeItem = hierarchy.GetItemByDataNode(inputVolume)
+    parent = hierarchy.GetItemParent(volumeItem) if volumeItem else hierarchy.GetSceneItemID()
+    for node in nodesToPlace:
+        if node is None:
+            continue
+        item = hierarchy.GetItemByDataNode(node)
+        if item:
+            hierarchy.SetItemParent(item, parent)
+        else:
+            hierarchy.CreateItem(parent, node)
 
 
 # ---------------------------------------------------------------- entropy map
@@ -138,56 +151,6 @@ def update_entropy_volume(entropy: Volume, name: str, inputVolume, node=None):
     displayNode.SetThreshold(*helpers.ENTROPY_DISPLAY_RANGE)  # Inferno's 0 is opaque black: hide it
     displayNode.SetApplyThreshold(True)
     return node
-
-
-# ---------------------------------------------------------------- lesion table and RECIST lines
-
-
-def update_lesion_table(rows: list[dict], name: str, summaryText: str = "", tableNode=None):
-    """vtkMRMLTableNode, one row per lesion (column names as header, centroid columns to jump to a lesion)."""
-    if tableNode is None:
-        tableNode = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLTableNode", name)
-    tableNode.SetLocked(False)
-    tableNode.RemoveAllColumns()
-    table = tableNode.GetTable()
-    for key, title, unit in helpers.table_columns():
-        array = vtk.vtkStringArray()
-        array.SetName(f"{title} ({unit})" if unit else title)
-        for row in rows:
-            array.InsertNextValue(helpers.table_cell(key, row))
-        table.AddColumn(array)
-    tableNode.SetUseColumnNameAsColumnHeader(True)  # else the view shows the names as data row 0
-    tableNode.SetAttribute("LungTumorSeg.CaseSummary", summaryText)
-    tableNode.SetLocked(True)
-    tableNode.Modified()
-    return tableNode
-
-
-def update_recist_lines(rows: list[dict], baseName: str, inputVolume, lineNodes=()) -> list:
-    """One line node per RECIST long and short axis, under the CT's transform; old lines reused or removed."""
-    reusable = [n for n in lineNodes if in_scene(n)]
-    nodes = []
-    for row in rows:
-        for key, label, color in RECIST_LINE_STYLES:
-            segment = row.get(key)
-            if not segment:
-                continue
-            line = reusable.pop(0) if reusable else slicer.mrmlScene.AddNewNodeByClass("vtkMRMLMarkupsLineNode")
-            line.SetName(f"{baseName} lesion {row['lesion_id']} {label} axis")
-            line.SetLocked(False)
-            line.RemoveAllControlPoints()
-            line.AddControlPoint(list(segment[0]))
-            line.AddControlPoint(list(segment[1]))
-            line.SetAndObserveTransformNodeID(inputVolume.GetTransformNodeID())
-            line.SetLocked(True)
-            line.CreateDefaultDisplayNodes()
-            displayNode = line.GetDisplayNode()
-            if displayNode:
-                displayNode.SetSelectedColor(*color)
-            nodes.append(line)
-    for unused in reusable:
-        slicer.mrmlScene.RemoveNode(unused)
-    return nodes
 
 
 # ---------------------------------------------------------------- DICOM

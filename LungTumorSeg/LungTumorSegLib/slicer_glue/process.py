@@ -163,8 +163,11 @@ class EngineProcess:
 
     def _read(self) -> None:
         assert self.popen is not None and self.popen.stdout is not None
-        for raw in iter(self.popen.stdout.readline, b""):
-            self._lines.put(raw.decode("utf-8", errors="replace").rstrip("\r\n"))
+        try:
+            for raw in iter(self.popen.stdout.readline, b""):
+                self._lines.put(raw.decode("utf-8", errors="replace").rstrip("\r\n"))
+        except (ValueError, OSError):  # the pipe was closed here (the reader was let go of): nothing more to read
+            return
         self.popen.stdout.close()
 
     def read_lines(self) -> list[str]:

@@ -44,27 +44,6 @@ def ras_of_kji(kji: tuple[int, int, int] | np.ndarray, ijk_to_ras: np.ndarray) -
     return (np.asarray(ijk_to_ras, dtype=np.float64) @ np.array([i, j, k, 1.0]))[:3]
 
 
-def union_label(label: Volume, other_kji: np.ndarray | None) -> Volume:
-    """``label`` plus another label on its grid (a Slicer KJI array): a seed click adds its lesion to the segment."""
-    if other_kji is None:
-        return label
-    other = np.asarray(other_kji).transpose(2, 1, 0)
-    if other.shape != label.shape:
-        raise ValueError(f"the existing segment ({other.shape}) is not on the CT grid ({label.shape})")
-    merged = (np.asarray(label.array) > 0.5) | (other > 0.5)
-    return Volume(merged.astype(np.uint8), label.affine)
-
-
-def merged_entropy(entropy: Volume, previous_kji: np.ndarray | None) -> Volume:
-    """The voxel-wise maximum of this run's entropy and the previous one (a seed run only covers its region)."""
-    if previous_kji is None:
-        return entropy
-    previous = np.asarray(previous_kji, dtype=np.float32).transpose(2, 1, 0)
-    if previous.shape != entropy.shape:
-        return entropy
-    return Volume(np.maximum(np.asarray(entropy.array, dtype=np.float32), previous), entropy.affine)
-
-
 # ---------------------------------------------------------------- progress protocol
 
 STEP_LABELS = {
@@ -243,15 +222,19 @@ ENTROPY_DISPLAY_RANGE = (0.05, 1.0)
 
 # ---------------------------------------------------------------- lesion tables
 
+# (row key, title, unit, column type): numbers are numbers in the MRML table (plots, TSV column types,
+# arrayFromTableColumn), the lesion's segment name first.
 TABLE_COLUMNS = (
-    ("lesion_id", "Lesion", ""),
-    ("volume_ml", "Volume", "ml"),
-    ("long_axis_mm", "Long axis", "mm"),
-    ("short_axis_mm", "Short axis", "mm"),
-    ("max_diameter_3d_mm", "3D max diameter", "mm"),
-    ("mean_entropy", "Mean entropy", "bits"),
-    ("measurable", "Measurable", ""),
+    ("segment_name", "Lesion", "", "string"),
+    ("volume_ml", "Volume", "ml", "double"),
+    ("long_axis_mm", "Long axis", "mm", "double"),
+    ("short_axis_mm", "Short axis", "mm", "double"),
+    ("max_diameter_3d_mm", "3D max diameter", "mm", "double"),
+    ("mean_entropy", "Mean entropy", "bits", "double"),
+    ("measurable", "RECIST measurable", "", "string"),
 )
+# decimals kept in the table (the engine's own report rounds the same way)
+TABLE_DECIMALS = {"volume_ml": 2, "mean_entropy": 3}
 
 
 def _num(value: Any, default: float = float("nan")) -> float:
@@ -309,38 +292,23 @@ def lesion_rows(data: Any) -> list[dict[str, Any]]:
     return rows
 
 
-def table_columns() -> list[tuple[str, str, str]]:
-    """(row key, title, unit) of the lesion table: the measurement columns, then the centroid (RAS mm)."""
-    return list(TABLE_COLUMNS) + [(f"centroid_{axis}", f"Centroid {axis.upper()}", "mm") for axis in "ras"]
+def table_columns() -> list[tuple[str, str, str, str]]:
+    """(row key, title, unit, type) of the lesion table: the measurement columns, then the centroid (RAS mm)."""
+    return list(TABLE_COLUMNS) + [(f"centroid_{axis}", f"Centroid {axis.upper()}", "mm", "double") for axis in "ras"]
 
 
-def table_cell(key: str, row: dict[str, Any]) -> str:
-    """Text of one cell of the lesion table."""
+def table_value(key: str, row: dict[str, Any]) -> float | str:
+    """One cell of the lesion table: a rounded number (NaN when unknown) or a text."""
+    if key == "measurable":
+        return "yes" if row.get("measurable") else "no"
+    if key == "segment_name":
+        return str(row.get("segment_name") or f"Lesion {row.get('lesion_id', '')}")
     if key.startswith("centroid_"):
         point = row.get("centroid_ras")
-        return f"{point['ras'.index(key[-1])]:.1f}" if point else ""
-    return format_cell(key, row.get(key))
-
-
-def lesion_row_of_table_row(view_row: int, column_names_as_header: bool, count: int) -> int | None:
-    """Index into the lesion rows of a clicked ``qMRMLTableView`` row; None for the header row or outside.
-
-    Without ``UseColumnNameAsColumnHeader`` (the view's ``firstRowLocked``) the view shows the column names as
-    data row 0, so lesion ``n`` is view row ``n + 1``.
-    """
-    index = view_row if column_names_as_header else view_row - 1
-    return index if 0 <= index < count else None
-
-
-def format_cell(key: str, value: Any) -> str:
-    """Table text of one cell."""
-    if key == "measurable":
-        return "yes" if value else "no"
-    if key == "lesion_id":
-        return str(value)
-    if value is None or (isinstance(value, float) and not np.isfinite(value)):
-        return ""
-    return f"{value:.3f}" if key == "mean_entropy" else f"{value:.1f}" if key != "volume_ml" else f"{value:.2f}"
+        value = point["ras".index(key[-1])] if point else float("nan")
+    else:
+        value = _num(row.get(key))
+    return round(float(value), TABLE_DECIMALS.get(key, 1)) if np.isfinite(value) else float("nan")
 
 
 def case_summary_text(data: Any) -> str:

@@ -8,12 +8,9 @@ in Slicer, ``Slicer --python-script`` and pytest against slicer-core's MRML (no 
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import logging
-import shutil
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,32 +18,27 @@ import slicer
 
 from ..model.model_names import user_models_dir
 from . import dependencies as deps
+from . import lesion_nodes, report_saving
+from . import lesion_segments as lesions
 from . import mrml_nodes as nodes
 from . import segment_helpers as helpers
+from . import segmentation_result as results
+from .device_query import DeviceQuery, device_choices
 from .engine_run import EngineRunLogic, new_work_dir
 from .i18n import tr as _
 from .process import python_executable
+from .seed_undo import SeedUndo
+from .segmentation_result import LungTumorSegResult
 
-
-@dataclass
-class LungTumorSegResult:
-    """The nodes created for one run and where the engine's files are."""
-
-    segmentationNode: Any
-    segmentId: str
-    entropyNode: Any
-    tableNode: Any
-    lineNodes: list = field(default_factory=list)
-    rows: list = field(default_factory=list)
-    summaryText: str = ""
-    outputDir: str = ""
-    stem: str = ""
-    outputs: dict = field(default_factory=dict)
-    inputVolume: Any = None
+__all__ = ["LungTumorSegResult", "SegmentationLogic"]
 
 
 class SegmentationLogic(EngineRunLogic):
     """Runs the engine in a separate process and turns its outputs into MRML nodes."""
+
+    def __init__(self) -> None:
+        EngineRunLogic.__init__(self)
+        self._seedUndo: dict[str, SeedUndo] = {}
 
     # ---------------------------------------------------------------- environment
 
@@ -71,20 +63,16 @@ class SegmentationLogic(EngineRunLogic):
 
         return ensureEngineDependencies(askConfirmation=askConfirmation)
 
-    @staticmethod
-    def deviceChoices() -> list[tuple[str, str]]:
-        """(label, --device value) pairs; the GPU entry names the GPU when torch sees one."""
-        choices = [(_("Auto"), "auto")]
-        try:
-            if importlib.util.find_spec("torch") is not None:
-                import torch
+    def startDeviceQuery(self) -> DeviceQuery:
+        """Ask the engine, in its own process, which GPUs torch sees (Slicer's process never imports torch)."""
+        query = DeviceQuery(self.pythonExecutable())
+        query.start()
+        return query
 
-                if torch.cuda.is_available():
-                    choices.append((_("GPU ({0})").format(torch.cuda.get_device_name(0)), "cuda"))
-        except Exception as exc:  # noqa: BLE001 - a broken torch must not break the panel
-            logging.warning(f"LungTumorSeg: could not query CUDA: {exc}")
-        choices.append((_("CPU"), "cpu"))
-        return choices
+    @staticmethod
+    def deviceChoices(gpus: list[dict] | None = None) -> list[tuple[str, str]]:
+        """(label, --device value) pairs: Auto, one entry per GPU the engine reported, CPU."""
+        return device_choices(gpus)
 
     # ---------------------------------------------------------------- job
 
@@ -226,15 +214,16 @@ class SegmentationLogic(EngineRunLogic):
     @staticmethod
     def nodesInScene(result: LungTumorSegResult | None) -> bool:
         """True while the result's segmentation, entropy and table nodes are still in the scene."""
-        if result is None:
-            return False
-        required = [result.segmentationNode, result.tableNode] + ([result.entropyNode] if result.entropyNode else [])
-        return all(nodes.in_scene(node) for node in required)
+        return results.nodes_in_scene(result)
 
     def loadResults(self, job: dict[str, Any]) -> LungTumorSegResult:
-        """Create (or update the previous run's) segmentation, entropy, table and RECIST line nodes."""
+        """Turn the engine's files into nodes: a segment per lesion, the entropy map, the table, the RECIST lines.
+
+        A normal run replaces the lesion segments of the target segmentation (other segments are kept); a seed run
+        (``addToSegment``) adds its lesion as a new segment, or merges it into the lesion segment it overlaps, and
+        can be undone (``undoLastSeed``). The nodes go into the CT's subject hierarchy folder (its study).
+        """
         from ..io.image_io import load_volume
-        from ..measurements.lesion_measurements import measure_lesions
 
         inputVolume = job["inputVolume"]
         outputs = dict(job["result"].get("outputs", {}))
@@ -245,48 +234,63 @@ class SegmentationLogic(EngineRunLogic):
             target = None  # removed during the run: a new one is created
         label = load_volume(outputs["tumor"])
         entropy = load_volume(outputs["entropy"]) if outputs.get("entropy") else None
+        entropyKji = helpers.kji_from_volume(entropy)[0].astype("float32") if entropy is not None else None
+        previousEntropy = previous.entropyNode if previous is not None else None
 
-        measurements = None
-        existing = nodes.segment_array(target, inputVolume) if job.get("addToSegment") else None
-        if existing is not None and existing.any():  # a seed click adds its lesion to those already there
-            label = helpers.union_label(label, existing)
-            if entropy is not None and previous is not None and previous.entropyNode is not None:
-                entropy = helpers.merged_entropy(entropy, slicer.util.arrayFromVolume(previous.entropyNode))
-            measurements = measure_lesions(label, nodes.volume_from_node(inputVolume), entropy).to_dict()
-        if measurements is None:
+        if job.get("addToSegment"):
+            segmentationNode = target or lesion_nodes.new_segmentation(inputVolume, f"{baseName} tumor")
+            undo = self.seedUndo(segmentationNode)
+            undo.click(helpers.kji_from_volume(label)[0] > 0.5, inputVolume)
+            entropyKji = undo.merge_entropy(previousEntropy, entropyKji)
+            measurements, segmentIds = None, []
+        else:
+            labelled, count = lesions.lesion_label_map(label)
+            segmentationNode, segmentIds = lesion_nodes.replace_lesion_segments(
+                labelled.transpose(2, 1, 0),
+                count,
+                inputVolume,
+                target,
+                f"{baseName} tumor",
+            )
+            self._seedUndo.pop(segmentationNode.GetID(), None)  # the clicks' segments are gone
             measurements = self.readMeasurements(outputs, job["outputDir"], job["stem"], label, entropy)
-
-        segmentationNode, segmentId = nodes.update_segmentation(label, inputVolume, target, baseName)
-        nodes.set_show_in_3d(segmentationNode, job.get("showIn3D", True))
+            if len(helpers.lesion_rows(measurements)) != count:
+                measurements = None  # not the engine's lesions: measure the segments here
+        lesion_nodes.set_show_in_3d(segmentationNode, job.get("showIn3D", True))
         entropyNode = None
-        if entropy is not None:
+        if entropyKji is not None:
             entropyNode = nodes.update_entropy_volume(
-                entropy, f"{baseName} tumor entropy", inputVolume, previous.entropyNode if previous else None
+                helpers.volume_from_kji(entropyKji, entropy.affine),
+                f"{baseName} tumor entropy",
+                inputVolume,
+                previousEntropy,
             )
             slicer.util.setSliceViewerLayers(
                 background=inputVolume, foreground=entropyNode, foregroundOpacity=job.get("entropyOpacity", 0.4)
             )
-        rows = helpers.lesion_rows(measurements)
-        summaryText = helpers.case_summary_text(measurements)
-        tableNode = nodes.update_lesion_table(
-            rows, f"{baseName} tumor lesions", summaryText, previous.tableNode if previous else None
-        )
-        lineNodes = nodes.update_recist_lines(rows, baseName, inputVolume, previous.lineNodes if previous else [])
         segmentationNode.SetAttribute("LungTumorSeg.OutputDir", str(job["outputDir"]))
-        Path(job["inputPath"]).unlink(missing_ok=True)  # the exported CT copy is no longer needed
-        return LungTumorSegResult(
+        result = LungTumorSegResult(
             segmentationNode,
-            segmentId,
+            [],
             entropyNode,
-            tableNode,
-            lineNodes,
-            rows,
-            summaryText,
-            str(job["outputDir"]),
-            job["stem"],
-            outputs,
-            inputVolume,
+            previous.tableNode if previous else None,
+            previous.lineNodes if previous else [],
+            outputDir=str(job["outputDir"]),
+            stem=job["stem"],
+            outputs=outputs,
+            inputVolume=inputVolume,
         )
+        if measurements is None:
+            results.remeasure(result)
+        else:
+            results.show_measurements(result, measurements, segmentIds)
+        if job.get("addToSegment"):
+            self.seedUndo(segmentationNode).record_state()
+        else:
+            result.engineState = result.measuredState
+        nodes.place_next_to([segmentationNode, entropyNode, result.tableNode, *result.lineNodes], inputVolume)
+        Path(job["inputPath"]).unlink(missing_ok=True)  # the exported CT copy is no longer needed
+        return result
 
     @staticmethod
     def readMeasurements(outputs: dict, outputDir, stem: str, label, entropy) -> dict:
@@ -298,59 +302,50 @@ class SegmentationLogic(EngineRunLogic):
 
         return measure_lesions(label, None, entropy).to_dict()
 
-    # ---------------------------------------------------------------- report
+    # ---------------------------------------------------------------- after the run: edits, clicks, report
 
-    def saveDicomOutputs(self, result: LungTumorSegResult, folder, base: str, overwrite: bool = False) -> list[Path]:
-        """``<base>_seg.dcm`` (DICOM SEG) and ``<base>_sr.dcm`` (TID 1500) of the segment, on the source series.
+    def seedUndo(self, segmentationNode) -> SeedUndo:
+        """The seed-click undo steps of a segmentation node (created on first use)."""
+        undo = self._seedUndo.get(segmentationNode.GetID())
+        if undo is None or undo.segmentationNode is not segmentationNode:
+            undo = self._seedUndo[segmentationNode.GetID()] = SeedUndo(segmentationNode)
+        return undo
 
-        Written by the engine (highdicom) from the segment as it is now, when the CT was loaded from DICOM;
-        returns [] otherwise, or when the series cannot take the segmentation (logged).
-        """
-        from ..clinical.clinical_outputs import engine_run_info, write_dicom_outputs
-        from ..core.errors import LungTumorSegError
+    def canUndoLastSeed(self, result: LungTumorSegResult | None) -> bool:
+        """True when the last seed click of the result's segmentation can be undone."""
+        if result is None or not nodes.in_scene(result.segmentationNode):
+            return False
+        undo = self._seedUndo.get(result.segmentationNode.GetID())
+        return bool(undo and undo.available())
 
-        segmentationNode = result.segmentationNode
-        volumeNode = segmentationNode.GetNodeReference(segmentationNode.GetReferenceImageGeometryReferenceRole())
-        files = nodes.dicom_files_of_volume(volumeNode)
-        if not files:
-            return []
-        kji = slicer.util.arrayFromSegmentBinaryLabelmap(segmentationNode, result.segmentId, volumeNode)
-        label = helpers.volume_from_kji(kji, nodes.ijk_to_ras_array(volumeNode))
-        info = engine_run_info(result.outputs["summary"]) if result.outputs.get("summary") else {}
-        try:
-            return list(write_dicom_outputs(label, files, Path(folder), base, info, overwrite).values())
-        except LungTumorSegError as exc:
-            logging.warning(f"LungTumorSeg: DICOM SEG not written: {exc}")
-            return []
+    def undoLastSeed(self, result: LungTumorSegResult) -> bool:
+        """Take back the last seed click (its segment or merge, its entropy) and re-measure; False if unavailable."""
+        if not self.canUndoLastSeed(result):
+            return False
+        self._seedUndo[result.segmentationNode.GetID()].undo(result.inputVolume, result.entropyNode)
+        results.remeasure(result)
+        self._seedUndo[result.segmentationNode.GetID()].record_state()
+        return True
 
+    @staticmethod
+    def isStale(result: LungTumorSegResult | None) -> bool:
+        """True when the lesion segments were edited since the table and the RECIST lines were measured."""
+        return results.is_stale(result)
+
+    @staticmethod
+    def remeasure(result: LungTumorSegResult) -> LungTumorSegResult:
+        """Measure the lesion segments as they are now; table, RECIST lines and summary follow."""
+        results.remeasure(result)
+        return result
+
+    @staticmethod
+    def saveDicomOutputs(result: LungTumorSegResult, folder, base: str, overwrite: bool = False) -> list[Path]:
+        """DICOM SEG and SR of the lesion segments on the CT's source series ([] when not loaded from DICOM)."""
+        return report_saving.save_dicom_outputs(result, folder, base, overwrite)
+
+    @staticmethod
     def saveReport(
-        self, result: LungTumorSegResult, folder: str | Path, askOverwrite: Callable[[str], bool] | None = None
+        result: LungTumorSegResult, folder: str | Path, askOverwrite: Callable[[str], bool] | None = None
     ) -> list[Path]:
-        """Copy the engine's report files, the segmentation and a 3D view screenshot into ``folder``."""
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        base = result.segmentationNode.GetName().replace(" ", "_")
-        sources = helpers.report_files(result.outputDir, result.stem)
-        targets = [folder / f"{base}{src.name[len(result.stem) :]}" for src in sources]
-        screenshot = folder / f"{base}_3d_view.png"
-        clinical = [folder / f"{base}{suffix}" for suffix in (".seg.nrrd", "_seg.dcm", "_sr.dcm")]
-        existing = [t for t in targets + [screenshot] + clinical if t.exists()]
-        if existing and not (
-            askOverwrite and askOverwrite(_("Replace existing files?\n") + "\n".join(map(str, existing)))
-        ):
-            return []
-        for src, dst in zip(sources, targets):
-            shutil.copyfile(src, dst)
-        written = list(targets)
-        if not slicer.util.saveNode(result.segmentationNode, str(clinical[0])):
-            raise OSError(f"could not write {clinical[0]}")
-        written.append(clinical[0])
-        written += self.saveDicomOutputs(result, folder, base, overwrite=True)
-        layoutManager = slicer.app.layoutManager() if hasattr(slicer.app, "layoutManager") else None
-        if layoutManager is not None:
-            import ScreenCapture
-
-            view = layoutManager.threeDWidget(0).threeDView()
-            ScreenCapture.ScreenCaptureLogic().captureImageFromView(view, str(screenshot))
-            written.append(screenshot)
-        return written
+        """Measure the segments as they are and write tables, overlay, HTML, .seg.nrrd (and SEG/SR) into ``folder``."""
+        return report_saving.save_report(result, folder, askOverwrite)

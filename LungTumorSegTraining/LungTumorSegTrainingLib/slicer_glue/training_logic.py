@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import time
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from . import train_commands as commands
 TRAINING_MODULE_DIR = Path(__file__).resolve().parents[2]  # LungTumorSegTraining/
 POLL_MS = 2000
 OUTPUT_POLL_MS = 100
-STOP_WAIT_MS = 120000
+STOP_WAIT_MS = 120000  # scripts' waitForFinished default; the GUI never blocks on a stop
 
 
 def qt_timer(intervalMs: int, callback):
@@ -47,7 +48,8 @@ class TrainingLogic:
     """Runs engine commands (one after the other) in separate processes, parses their JSON lines, follows run folders.
 
     Callbacks (plain attributes, set by the widget or a script): ``onLog(text)``, ``onProgress(fraction, message)``,
-    ``onMetrics(history)``, ``onOverlay(path)``, ``onFinished(exitCode, ok)``.
+    ``onMetrics(history)``, ``onOverlay(path)``, ``onFinished(exitCode, ok)``, ``onRunState(runInfo)`` (each poll of
+    the followed run folder).
     """
 
     def __init__(self) -> None:
@@ -71,6 +73,7 @@ class TrainingLogic:
         self.onMetrics = None
         self.onOverlay = None
         self.onFinished = None
+        self.onRunState = None
         self.pollTimer = qt_timer(POLL_MS, self.poll)
         self.outputTimer = qt_timer(OUTPUT_POLL_MS, self._readOutput)
 
@@ -145,18 +148,42 @@ class TrainingLogic:
             return
         _run(self.outputTimer, "start")
 
-    def stop(self) -> None:
+    def followedRun(self) -> monitor.RunInfo | None:
+        """The followed run folder's state when it runs in another process (a run reconnected to), else None."""
+        if self.isRunning() or self.runDir is None:
+            return None
+        info = monitor.read_run(self.runDir)
+        return info if info.state == "running" else None
+
+    def canStop(self) -> bool:
+        """True while there is something Stop acts on: this logic's process, or a followed running run."""
+        return self.isRunning() or self.followedRun() is not None
+
+    def stop(self) -> bool:
         """Ask the engine to stop cleanly (its stop file: it checkpoints after the current step); the queue is dropped.
 
-        Commands without a stop file (export, ensemble) are killed: they have nothing to checkpoint.
+        Works for this logic's process and for a followed run started elsewhere (an earlier Slicer session, a
+        shell): its run folder's stop file is written, and a process on this computer also gets SIGTERM (POSIX),
+        which the trainer takes as the same clean stop. Commands without a stop file (export, ensemble) are killed:
+        they have nothing to checkpoint. Returns True when a stop was requested.
         """
         self.queue, self.stopRequested = [], True
-        if not self.isRunning():
-            return
-        if self.process.request_stop():
-            self._log("Stopping: the engine writes a checkpoint and exits (Resume continues the run).")
-        else:
-            self.kill()
+        if self.isRunning():
+            if self.process.request_stop():
+                self._log("Stopping: the engine writes a checkpoint and exits (Resume continues the run).")
+            else:
+                self.kill()
+            return True
+        followed = self.followedRun()
+        if followed is None:
+            return False
+        stopFile = commands.stop_file(followed.path)
+        stopFile.write_text(f"stop requested by process {os.getpid()} at {time.ctime()}\n", encoding="utf-8")
+        if followed.pid and os.name != "nt" and monitor.pid_alive(followed.pid):
+            os.kill(followed.pid, signal.SIGTERM)
+        self._log(f"Stopping {followed.name}: the engine writes a checkpoint and exits (Resume continues the run).")
+        _run(self.pollTimer, "start")
+        return True
 
     def kill(self) -> None:
         """Kill the process and everything it started at once (no checkpoint beyond the last one)."""
@@ -165,9 +192,15 @@ class TrainingLogic:
             self.process.kill()
 
     def shutdown(self) -> None:
-        """The widget goes away: kill what still runs, stop the timers, call nobody back."""
-        self.onLog = self.onProgress = self.onMetrics = self.onOverlay = self.onFinished = None
-        self.kill()
+        """The widget goes away (Slicer quits, the module reloads): no dialog, no waiting, nobody called back.
+
+        A running training is asked to stop cleanly through its stop file and finishes that on its own (it
+        checkpoints after the current step; Resume continues it); a command without a stop file is killed.
+        """
+        self.onLog = self.onProgress = self.onMetrics = self.onOverlay = self.onFinished = self.onRunState = None
+        self.queue = []
+        if self.isRunning() and not self.process.request_stop():
+            self.process.kill()
         self.process = None
         _run(self.outputTimer, "stop")
         _run(self.pollTimer, "stop")
@@ -271,6 +304,8 @@ class TrainingLogic:
         info = monitor.read_run(self.runDir)
         if not self.isRunning() and info.state != "running":
             _run(self.pollTimer, "stop")
+        if self.onRunState:
+            self.onRunState(info)
         return info
 
     def checkOverlay(self) -> None:
