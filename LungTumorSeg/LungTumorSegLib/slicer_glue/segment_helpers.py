@@ -371,6 +371,22 @@ def model_presets(manifest: dict[str, Any]) -> tuple[list[dict[str, Any]], str |
     return rows, default_preset_name(output) if presets else None
 
 
+def preset_choice_text(row: dict[str, Any]) -> tuple[str, str]:
+    """(item text, tooltip) of a preset in the panel's choice: its measured point, and its rule in the tooltip."""
+    point = row.get("operating_point") or {}
+    found, fps = point.get("lesions_found"), point.get("false_positives_per_ct")
+    measured = ", ".join(
+        filter(None, (f"{found} found" if found else "", f"{fps:g} false positives/CT" if _is_number(fps) else ""))
+    )
+    text = f"{row['name']} ({measured})" if measured else str(row["name"])
+    tooltip = "\n".join(filter(None, (str(row.get("description") or ""), str(point.get("measured_on") or ""))))
+    return text, tooltip
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def candidate_rows(document: Any) -> list[dict[str, Any]]:
     """The candidates of ``<stem>_candidates.json``, strongest first: label value, peak probability, volume,
     centroid and the RAS bounding box (``box_ras_min``/``box_ras_max``, for the box tool); malformed rows skipped."""

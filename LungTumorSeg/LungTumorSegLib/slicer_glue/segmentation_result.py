@@ -34,6 +34,7 @@ class LungTumorSegResult:
         measuredState: ``lesion_nodes.segments_state`` when the measurements were taken.
         engineState: the state right after the engine's output was loaded (the engine's pictures still fit
             while the segments are unchanged).
+        candidates: the run's candidates in the scene (``candidate_nodes.CandidateSet``; None without any).
     """
 
     segmentationNode: Any
@@ -50,6 +51,7 @@ class LungTumorSegResult:
     measurements: dict = field(default_factory=dict)
     measuredState: tuple = ()
     engineState: tuple = ()
+    candidates: Any = None
 
     @property
     def segmentId(self) -> str:
