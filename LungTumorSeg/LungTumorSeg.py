@@ -18,6 +18,7 @@ import slicer
 import vtk
 from LungTumorSegWidgets.box_section import BoxSection
 from LungTumorSegWidgets.compare_section import CompareSection
+from LungTumorSegWidgets.sensitivity_section import SensitivitySection
 from slicer import vtkMRMLMarkupsFiducialNode, vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode
 from slicer.i18n import tr as _
 from slicer.i18n import translate
@@ -127,6 +128,7 @@ class LungTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.logic: LungTumorSegLogic | None = None
         self.compareSection: CompareSection | None = None
         self.boxSection: BoxSection | None = None
+        self.sensitivitySection: SensitivitySection | None = None
         self._parameterNode: LungTumorSegParameterNode | None = None
         self._parameterNodeGuiTag = None
         self._manifest: dict[str, Any] = {}
@@ -150,6 +152,7 @@ class LungTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.seedPlaceWidget.setPlaceModePersistency(True)  # one click per lesion, without re-arming
 
         self.logic = LungTumorSegLogic()
+        self.sensitivitySection = SensitivitySection(self)  # before the models: it fills their presets
         for text, value in TTA_CHOICES:
             self.ui.ttaComboBox.addItem(text, value)
         self.setDeviceChoices(self.logic.deviceChoices())
@@ -295,6 +298,7 @@ class LungTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onModelChanged(self, *args) -> None:
         folder = self.ui.modelComboBox.currentData
         self._manifest = {}
+        self.sensitivitySection.fillPresets({})
         if not folder:
             self.ui.modelInfoLabel.text = _("No model installed: use 'Import model…'.")
             return
@@ -306,6 +310,7 @@ class LungTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         manifest = self._manifest
         self.ui.modelInfoLabel.text = f"v{manifest.get('version', '?')}: {helpers.describe_members(manifest)}"
         self.ui.modelInfoLabel.toolTip = "\n".join(filter(None, (manifest.get("description"), str(folder))))
+        self.sensitivitySection.fillPresets(manifest)
         self.applyModelDefaults(force=True)
 
     def applyModelDefaults(self, force: bool) -> None:
@@ -349,6 +354,7 @@ class LungTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             min_lesion_ml=helpers.override(p.minLesionMl, defaults.min_lesion_ml, helpers.MIN_LESION_STEP),
             point_ras=pointRas,
             roi_mm=p.roiMm,
+            sensitivity=self.sensitivitySection.chosenPreset(),
         )
 
     def reusableResult(self, segmentationNode) -> LungTumorSegResult | None:
@@ -445,6 +451,7 @@ class LungTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._result = result
         self.ui.resultsTableView.setMRMLTableNode(result.tableNode if result else None)
         self.ui.saveReportButton.enabled = result is not None
+        self.sensitivitySection.show(result)
         if result is not None:
             self._observedSegmentation = result.segmentationNode
             for event in self.segmentEvents(result.segmentationNode):

@@ -13,9 +13,14 @@ Each step is skipped when its result exists, so an interrupted rebuild continues
 4. the shipped members: the same fine-tuning on all whole CTs (the split's final fold)
 5. export to LungTumorSeg/Resources/Models/lungtumorseg-ensemble (fp16; non-commercial licence, since
    two whole CTs are CC BY-NC)
-6. targets measured (scripts/evaluate_bundle.py) and written into the manifest's metrics
+6. the sensitivity presets chosen on the cross-validation (scripts/choose_presets.py: nested, with the
+   validation crops' nodules) and written into the manifest, with scripts/data/operating_points.json
+7. targets measured (scripts/evaluate_bundle.py) and written into the manifest's metrics
 
-    python scripts/build_bundle.py [--device cpu|cuda] [--skip-cv] [--members unet ...]
+    python scripts/build_bundle.py [--device cpu|cuda] [--skip-cv | --cv-only] [--members unet ...]
+
+``--cv-only`` runs steps 1-3 and then step 6 for the bundle already in place (its weights stay as they are): the
+fold models, their cross-validated scores and the presets chosen on them.
 
 All paths are relative to the repository (the manifest holds no absolute path).
 """
@@ -128,21 +133,15 @@ def write_plan(folds: list[dict], members: list[str], path: Path, output: dict) 
     path.write_text(json.dumps(plan, indent=1) + "\n", encoding="utf-8")
 
 
-def chosen_min_peak() -> float:
-    """The lesion-level confidence filter chosen on the cross-validated whole CTs (0, off, without them)."""
-    report = ROOT / CV_REPORT
-    if not report.is_file():
-        return 0.0
-    return float(json.loads(report.read_text(encoding="utf-8")).get("peak_choice", {}).get("all_folds", 0.0))
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="auto", help="training device (auto, cpu, cuda)")
     parser.add_argument("--out", default="LungTumorSeg/Resources/Models/lungtumorseg-ensemble")
     parser.add_argument("--threads", default="0", help="CPU threads per training run (0: all cores)")
     parser.add_argument("--members", nargs="+", default=list(RECIPES), choices=list(RECIPES))
-    parser.add_argument("--skip-cv", action="store_true", help="train only the shipped members")
+    stages = parser.add_mutually_exclusive_group()
+    stages.add_argument("--skip-cv", action="store_true", help="train only the shipped members")
+    stages.add_argument("--cv-only", action="store_true", help="stop after the cross-validation (steps 1-3)")
     args = parser.parse_args()
     machine = ["--device", args.device, "--threads", args.threads, "--progress", "tqdm"]
     if not (ROOT / SPLIT).is_file():
@@ -164,15 +163,19 @@ def main() -> None:
             # a case scored before by the same model is reused: this resumes, and is cheap once done
             evaluate = [tool("lungtumorseg-train"), "evaluate", str(plan.relative_to(ROOT)), "--whole-ct", DATA_ROOT]
             run(*evaluate, "-o", f"{CV}/whole_ct_{label}")
+    if args.cv_only:
+        run(sys.executable, "scripts/choose_presets.py", "--bundle", args.out, "--write-manifest")
+        return
     for member in args.members:
         train_member(member, final, f"{RUNS}/{member}", pretrain, machine)
     sources = [f"{RUNS}/{member}" for member in args.members]
     card = ROOT / args.out / MODEL_CARD
     card_text = card.read_text(encoding="utf-8") if card.is_file() else None
-    export = [*EXPORT, "--licence", LICENCE, "--min-peak-probability", str(chosen_min_peak())]
-    run(tool("lungtumorseg-train"), "export", *sources, "--out", args.out, *export, "--overwrite")
+    run(tool("lungtumorseg-train"), "export", *sources, "--out", args.out, *EXPORT, "--licence", LICENCE, "--overwrite")
     if card_text is not None:  # export replaces the whole folder; the model card is not one of its files
         card.write_text(card_text, encoding="utf-8")
+    if (ROOT / CV_REPORT).is_file():  # the presets (and output.min_peak_probability) from the cross-validation
+        run(sys.executable, "scripts/choose_presets.py", "--bundle", args.out, "--write-manifest")
     evaluation = ["--split", SPLIT, "-o", f"{RUNS}/eval", "--member-times", "--write-manifest"]
     context_fold = next((f for f in cv_folds if "lidc-idri-0001" in f["whole_ct"]), None)
     if context_fold is not None and not args.skip_cv:  # the context check also by a model that never saw the case

@@ -25,8 +25,9 @@ from ..io.input_files import load_input, name_the_file
 from ..io.output_files import check_writable, removing_new_empty_folders
 from ..model.bundle import ModelBundle, find_bundle, list_bundles, read_bundle
 from ..model.model_names import NO_LESION_HINT
+from ..model.sensitivity_presets import PRESET_NAMES
 from ..reporting.case_outputs import output_set_names, write_case_outputs
-from ..segmentation.options import SegmentOptions, check_segment_options
+from ..segmentation.options import SegmentOptions, check_segment_options, resolve_preset
 from ..segmentation.pipeline import segment
 from .box_segment import add_box_arguments, check_no_box_options, run_box_segment
 
@@ -59,10 +60,16 @@ def add_segment_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--threshold", type=float, help="probability threshold in (0, 1] (default: model's)")
     parser.add_argument("--min-lesion-ml", type=float, help="drop lesions smaller than this, >= 0 (default: model's)")
     parser.add_argument(
+        "--sensitivity",
+        choices=PRESET_NAMES,
+        help="operating point (the model's cross-validated presets; default: the model's, high for the bundled "
+        "one): which lesions are reported and which weaker regions are listed as candidates (<name>_candidates.json)",
+    )
+    parser.add_argument(
         "--min-peak-probability",
         type=float,
         help="report a lesion only if its highest probability reaches this, 0..1; 0 shows every candidate "
-        "(default: model's)",
+        "(default: the preset's)",
     )
     parser.add_argument("--no-lung-crop", action="store_true", help="run on the whole image, not the lung-field box")
     parser.add_argument("--no-lung-filter", action="store_true", help="keep lesions outside the lung field")
@@ -164,6 +171,7 @@ def options_from_args(args: argparse.Namespace) -> SegmentOptions:
         threshold=args.threshold,
         min_lesion_ml=args.min_lesion_ml,
         min_peak_probability=args.min_peak_probability,
+        sensitivity=args.sensitivity,
         restrict_to_lung=False if args.no_lung_filter else None,
         keep_largest=True if args.keep_largest else None,
         crop_to_lung=not args.no_lung_crop,
@@ -201,6 +209,7 @@ def _segment_all(args: argparse.Namespace, reporter: ProgressReporter) -> int:
     stems = case_stems(files, note)
     clinical = [clinical_outputs_for(args, path) for path in files]
     bundle = find_bundle(args.model)
+    resolve_preset(bundle.output, options, bundle.name)  # a preset the model lacks is refused before any work
     configure_threads(args.threads)
     networks: list = []
     failures: list[tuple[Path | DicomCase, Exception]] = []
@@ -273,10 +282,13 @@ def _report_failure(reporter: ProgressReporter, message: str, path: Path | Dicom
 
 
 def _print_case(path: Path | DicomCase, summary: dict[str, Any], written: dict[str, Path]) -> None:
-    lesions = summary.get("lesions", {})
+    lesions, info = summary.get("lesions", {}), summary["info"]
+    preset = (info.get("sensitivity") or {}).get("preset")
+    listed = f", {info.get('candidates', 0)} candidate(s)" if preset else ""
     print(
-        f"{path.name}: {lesions.get('lesion_count', 0)} lesion(s), {lesions.get('total_volume_ml', 0.0):.2f} ml "
-        f"in {summary['info']['timings']['total_s']:.1f} s on {summary['info']['device']}"
+        f"{path.name}: {lesions.get('lesion_count', 0)} lesion(s), {lesions.get('total_volume_ml', 0.0):.2f} ml"
+        f"{listed} in {info['timings']['total_s']:.1f} s on {info['device']}"
+        + (f" (sensitivity {preset})" if preset else "")
     )
     if not lesions.get("lesion_count", 0):
         print(f"  note: {NO_LESION_HINT}")

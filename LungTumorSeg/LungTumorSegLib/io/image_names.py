@@ -10,6 +10,7 @@ NRRD_SUFFIXES = (".nrrd", ".nhdr", ".seg.nrrd")
 IMAGE_SUFFIXES = NIFTI_SUFFIXES + NRRD_SUFFIXES
 # what ``segment`` writes: ``<stem>_<map><image suffix>`` and the clinical files (``<stem>.seg.nrrd``, DICOM SEG, SR)
 OUTPUT_MAPS = ("tumor", "probability", "entropy", "mutual_information")
+CANDIDATE_MAP = "candidates"  # ``<stem>_candidates<suffix>``: the regions listed in ``<stem>_candidates.json``
 CLINICAL_OUTPUT_SUFFIXES = (".seg.nrrd", "_seg.dcm", "_sr.dcm")
 
 
@@ -31,7 +32,7 @@ def is_output_file(path: str | os.PathLike) -> bool:
     if name.endswith(CLINICAL_OUTPUT_SUFFIXES):
         return True
     suffix = next((s for s in sorted(IMAGE_SUFFIXES, key=len, reverse=True) if name.endswith(s)), "")
-    return bool(suffix) and any(name[: -len(suffix)].endswith(f"_{kind}") for kind in OUTPUT_MAPS)
+    return bool(suffix) and any(name[: -len(suffix)].endswith(f"_{kind}") for kind in (*OUTPUT_MAPS, CANDIDATE_MAP))
 
 
 def unique_stems(paths: list[Path], stems: list[str] | None = None) -> list[str]:

@@ -32,6 +32,7 @@ from .model_names import (  # noqa: F401 - the folder helpers are torch-free, re
     user_models_dir,
 )
 from .networks import ARCHITECTURES, build_network, size_multiple
+from .sensitivity_presets import preset_problem
 
 FORMAT_VERSION = 1
 # buffers the network constructor recomputes; bundles need not store them
@@ -246,6 +247,8 @@ def validate_manifest(manifest: dict[str, Any], where: Path | str = "manifest") 
     numbers(manifest["output"].get("min_lesion_ml", 0.0), 1, "output.min_lesion_ml")
     peak = numbers(manifest["output"].get("min_peak_probability", 0.0), 1, "output.min_peak_probability")[0]
     need(0.0 <= peak <= 1.0, "output.min_peak_probability must be in [0, 1]")
+    problem = preset_problem(manifest["output"])
+    need(problem is None, str(problem))
 
 
 def find_bundle(name_or_path: str | None) -> ModelBundle:

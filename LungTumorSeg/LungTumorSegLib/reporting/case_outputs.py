@@ -6,13 +6,15 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from .. import __version__
 from ..clinical.clinical_outputs import ClinicalOutputs, write_clinical_outputs
 from ..core.progress import ProgressReporter
 from ..core.volume import Volume
 from ..io.dicom_cases import DicomCase, case_format, case_stem
 from ..io.image_io import ImageHeader, save_volume
-from ..io.image_names import OUTPUT_MAPS, is_output_file  # noqa: F401 - is_output_file re-exported
+from ..io.image_names import CANDIDATE_MAP, OUTPUT_MAPS, is_output_file  # noqa: F401 - is_output_file re-exported
 from ..io.output_files import OutputSet
 from ..measurements.lesion_measurements import CaseMeasurements, measure_lesions
 from ..segmentation.pipeline import SegmentationResult
@@ -40,7 +42,8 @@ def output_names(
 ) -> list[str]:
     """Every file name ``segment`` writes for input ``path`` (pictures only when there is a lesion)."""
     stem, suffix = stem or case_stem(path), image_suffix(path, fmt)
-    names = [f"{stem}_{name}{suffix}" for name in MAPS] + [f"{stem}_summary.json"]
+    names = [f"{stem}_{name}{suffix}" for name in (*MAPS, CANDIDATE_MAP)]
+    names += [f"{stem}_summary.json", f"{stem}_{CANDIDATE_MAP}.json"]
     names += [p.name for p in measurement_table_paths(".", stem).values()]
     if pictures:
         names += [f"{stem}_{name}" for name in PICTURES.values()]
@@ -52,8 +55,9 @@ def output_set_names(stem: str) -> list[str]:
 
     A new output set replaces this whole set, so no stale file (an old overlay) stays beside new results.
     """
-    names = [f"{stem}_{name}{suffix}" for name in MAPS for suffix in (".nii.gz", ".nrrd")]
-    names += [f"{stem}_summary.json", *(p.name for p in measurement_table_paths(".", stem).values())]
+    names = [f"{stem}_{name}{suffix}" for name in (*MAPS, CANDIDATE_MAP) for suffix in (".nii.gz", ".nrrd")]
+    names += [f"{stem}_summary.json", f"{stem}_{CANDIDATE_MAP}.json"]
+    names += [p.name for p in measurement_table_paths(".", stem).values()]
     names += [f"{stem}_{name}" for name in PICTURES.values()]
     return names + ClinicalOutputs(seg_nrrd=True, dicom_seg=True).names(stem)
 
@@ -97,6 +101,9 @@ def write_case_outputs(
         "probability": result.probability,
         "entropy": result.entropy,
         "mutual_information": result.mutual_information,  # None where there is no ensemble (box prompts)
+        CANDIDATE_MAP: result.candidates
+        if result.candidates is not None
+        else result.label.with_array(np.zeros(result.label.shape, np.uint16)),
     }
     kinds: dict[str, str] = {}
     with OutputSet(out_dir, overwrite, replaces=output_set_names(stem)) as outputs:
@@ -108,6 +115,11 @@ def write_case_outputs(
             kinds[name] = kind
         outputs.write_json(f"{stem}_summary.json", summary)
         kinds[f"{stem}_summary.json"] = "summary"
+        outputs.write_json(
+            f"{stem}_{CANDIDATE_MAP}.json",
+            candidates_document(result, f"{stem}_{CANDIDATE_MAP}{suffix}", case.lesion_count),
+        )
+        kinds[f"{stem}_{CANDIDATE_MAP}.json"] = "candidates_json"
         for kind, table in write_measurement_tables(case, outputs.staging, stem, overwrite=True).items():
             outputs.adopt(table.name)
             kinds[table.name] = {"json": "lesions", "lesions_csv": "lesions_csv", "summary_csv": "summary_csv"}[kind]
@@ -122,6 +134,17 @@ def write_case_outputs(
             kinds[name] = kind
         final = outputs.commit()
     return {kinds[name]: p for name, p in final.items()}, summary
+
+
+def candidates_document(result: SegmentationResult, label_map_name: str, lesion_count: int) -> dict[str, Any]:
+    """``<stem>_candidates.json``: the preset that listed them and each candidate (label value, peak and mean
+    probability, volume, centroid and bounding box in RAS mm), strongest first."""
+    return {
+        "sensitivity": result.info.get("sensitivity"),
+        "label_map": label_map_name,
+        "lesions_reported": lesion_count,
+        "candidates": [candidate.to_dict() for candidate in result.candidate_list],
+    }
 
 
 def _write_pictures(
@@ -158,6 +181,18 @@ def _write_pictures(
                 LOG.warning(message)
     inputs = {"CT": str(path), "Model": f"{result.info.get('model')} {result.info.get('model_version')}"}
     inputs["Device"] = str(result.info.get("device"))
-    report = write_html_report(case, folder / f"{stem}_{PICTURES['report']}", images=images, inputs=inputs)
+    preset = result.info.get("sensitivity")
+    if preset:
+        listing = (
+            f"up to {preset['max_candidates']} candidates from probability {preset['candidate_min_peak']:g}"
+            if preset["max_candidates"]
+            else "no candidates listed"
+        )
+        level = result.info["postprocess"]["min_peak_probability"]
+        inputs["Sensitivity"] = f"{preset['preset']}: lesions reported from peak probability {level:g}; {listing}"
+    candidates = [c.to_dict() for c in result.candidate_list] if preset else None
+    report = write_html_report(
+        case, folder / f"{stem}_{PICTURES['report']}", images=images, inputs=inputs, candidates=candidates
+    )
     written["report"] = report.name
     return written

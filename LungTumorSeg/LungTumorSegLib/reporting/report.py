@@ -15,7 +15,7 @@ import io
 import json
 import math
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 from ..core.errors import OutputError
@@ -92,6 +92,7 @@ def write_html_report(
     inputs: Mapping[str, str] | None = None,
     title: str = "LungTumorSeg tumour measurements",
     overwrite: bool = False,
+    candidates: Sequence[Mapping] | None = None,
 ) -> Path:
     """Write a single-file HTML report: case summary, lesion table and PNG images embedded as data URIs.
 
@@ -102,13 +103,15 @@ def write_html_report(
         inputs: label -> value lines shown under the title (input files, model, ...).
         title: page title.
         overwrite: replace an existing file.
+        candidates: the regions listed but not reported (``Candidate.to_dict()``), shown in their own table.
 
     Raises:
         OutputError: the file exists and ``overwrite`` is false, or it cannot be written.
     """
     path = Path(path)
     check_targets([path], overwrite)
-    write_text_atomic(path, render_html_report(case, images=images, inputs=inputs, title=title))
+    text = render_html_report(case, images=images, inputs=inputs, title=title, candidates=candidates)
+    write_text_atomic(path, text)
     return path
 
 
@@ -118,6 +121,7 @@ def render_html_report(
     images: Mapping[str, bytes | str | os.PathLike] | None = None,
     inputs: Mapping[str, str] | None = None,
     title: str = "LungTumorSeg tumour measurements",
+    candidates: Sequence[Mapping] | None = None,
 ) -> str:
     """The HTML text of ``write_html_report``."""
     esc = html.escape
@@ -176,11 +180,31 @@ figure {{ display: inline-block; margin: 0 1em 1em 0; }} img {{ max-width: 720px
 <p>Lesion 1 is the largest by volume. RECIST long axis: longest diameter on an axial slice; short axis:
 longest diameter perpendicular to it on the same slice; measurable: long axis &ge; 10 mm and &ge; 2 &times;
 slice thickness. Targets: measurable lesions, longest first, at most 5.</p>
+{_candidates_section(candidates) if candidates is not None else ""}
 <h2>Images</h2>
 {"".join(figures) if figures else "<p>No images.</p>"}
 <p class="ruo">{esc(RESEARCH_USE_LINE)}</p>
 </body></html>
 """
+
+
+def _candidates_section(candidates: Sequence[Mapping]) -> str:
+    """The candidates table: regions the model gives some probability to that the preset did not report."""
+    if not candidates:
+        return "<h2>Candidates</h2><p>No other region reached the preset's candidate level.</p>"
+    rows = "".join(
+        f"<tr><td>{c['label']}</td><td>{c['peak_probability']:.2f}</td><td>{c['volume_ml']:.2f}</td>"
+        f"<td>{', '.join(f'{v:.1f}' for v in c['centroid_ras'])}</td></tr>"
+        for c in candidates
+    )
+    return (
+        "<h2>Candidates (not reported: review them)</h2>"
+        "<table class='candidates'><thead><tr><th>Candidate</th><th>Peak probability</th><th>Volume (ml)</th>"
+        f"<th>Centroid (RAS mm)</th></tr></thead><tbody>{rows}</tbody></table>"
+        "<p>Regions the model gives some probability to that the sensitivity preset did not report as lesions, "
+        "strongest first (label values of the <code>_candidates</code> map). Accept a candidate in Slicer and "
+        "outline it with the box tool, or dismiss it.</p>"
+    )
 
 
 def check_targets(paths: Iterable[Path], overwrite: bool) -> None:

@@ -18,8 +18,10 @@ from ..core.volume import Volume
 from ..io.validation import validate_ct
 from ..model.bundle import ModelBundle
 from ..model.inference import InferenceSettings, predict_ensemble, tta_flips
+from ..model.sensitivity_presets import SensitivityPreset
+from .candidates import Candidate, CandidateSettings, describe_candidates, find_candidates
 from .lungfield import lung_field
-from .options import SegmentOptions, check_segment_options
+from .options import SegmentOptions, check_segment_options, resolve_preset
 from .postprocess import PostprocessSettings, lesion_at_point, postprocess
 from .preprocess import Box, box_around_point, crop, scale_hu
 
@@ -36,6 +38,8 @@ class SegmentationResult:
     mutual_information: Volume | None  # None without an ensemble or flips to disagree (box prompts)
     lung_mask: Volume | None
     info: dict[str, Any] = field(default_factory=dict)
+    candidates: Volume | None = None  # label map: value k is ``candidate_list[k - 1]``
+    candidate_list: list[Candidate] = field(default_factory=list)
 
 
 def segment(
@@ -56,6 +60,7 @@ def segment(
     """
     options = options or SegmentOptions()
     check_segment_options(options)
+    preset = resolve_preset(bundle.output, options, bundle.name)
     reporter = reporter or ProgressReporter("none")
     timings: dict[str, float] = {}
     start = time.perf_counter()
@@ -103,11 +108,20 @@ def segment(
     full = np.zeros((3, *ras.shape), dtype=np.float32)
     full[(slice(None), *box)] = maps.numpy()
     lung_ras = field_.full_resolution() if field_.found else None
-    post = _postprocess_settings(bundle, options)
+    post = _postprocess_settings(bundle, options, preset)
+    lung_box = None if lung_ras is None else lung_ras[box]
     label_ras = np.zeros(ras.shape, dtype=np.uint8)
-    label_ras[box] = postprocess(full[0][box], ras.voxel_volume_ml, post, None if lung_ras is None else lung_ras[box])
+    label_ras[box] = postprocess(full[0][box], ras.voxel_volume_ml, post, lung_box)
+    candidates_ras = np.zeros(ras.shape, dtype=np.uint16)
+    candidate_rows: list = []
     if options.point_ras is not None:
         label_ras = lesion_at_point(label_ras, ras.ras_to_voxel(np.asarray(options.point_ras, dtype=np.float64)))
+    elif preset is not None:  # a seed-point run asks for one lesion: no candidate list
+        listing = CandidateSettings(preset.candidate_min_peak, preset.max_candidates)
+        candidates_ras[box], candidate_rows = find_candidates(
+            full[0][box], label_ras[box], ras.voxel_volume_ml, post, listing, lung_box
+        )
+    candidates = reorientation.invert(candidates_ras)
     timings["postprocess_s"] = time.perf_counter() - tick
     timings["total_s"] = time.perf_counter() - start
 
@@ -121,6 +135,8 @@ def segment(
         "region_voxels": [[s.start, s.stop] for s in box],
         "lung_field_found": field_.found,
         "postprocess": vars(post),
+        "sensitivity": preset.summary() if preset is not None else None,
+        "candidates": len(candidate_rows),
         "timings": {k: round(v, 3) for k, v in timings.items()},
     }
     reporter.update("post-process", 0.95, "done")
@@ -131,6 +147,8 @@ def segment(
         mutual_information=reorientation.invert(full[2]),
         lung_mask=None if lung_ras is None else reorientation.invert(lung_ras.astype(np.uint8)),
         info=info,
+        candidates=candidates,
+        candidate_list=describe_candidates(candidates, candidate_rows),
     )
 
 
@@ -152,8 +170,13 @@ def _region_of_interest(ras: Volume, field_, options: SegmentOptions, reporter: 
     return box
 
 
-def _postprocess_settings(bundle: ModelBundle, options: SegmentOptions) -> PostprocessSettings:
+def _postprocess_settings(
+    bundle: ModelBundle, options: SegmentOptions, preset: SensitivityPreset | None = None
+) -> PostprocessSettings:
+    """The options given, else the preset's confidence level, else the bundle's ``output`` settings."""
     spec = bundle.output
+    if preset is not None:
+        spec = {**spec, "min_peak_probability": preset.min_peak_probability}
 
     def pick(option: Any, key: str, default: Any) -> Any:
         return option if option is not None else spec.get(key, default)

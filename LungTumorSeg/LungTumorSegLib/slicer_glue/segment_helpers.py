@@ -22,6 +22,7 @@ import numpy as np
 from ..core.paths import MODULE_DIR
 from ..core.volume import Volume
 from ..model.model_names import MANIFEST, NO_LESION_HINT, list_bundles
+from ..model.sensitivity_presets import PRESET_NAMES, bundle_presets, default_preset_name
 
 # ---------------------------------------------------------------- geometry
 
@@ -139,6 +140,7 @@ class SegmentSettings:
     device: str = "auto"
     threshold: float | None = None
     min_lesion_ml: float | None = None
+    sensitivity: str | None = None  # high, balanced or specific; None: the model's default preset
     point_ras: tuple[float, float, float] | None = None
     roi_mm: float = 80.0
     output_format: str = "nrrd"
@@ -151,6 +153,8 @@ def build_segment_command(python: str, input_path: str | Path, output_dir: str |
         raise ValueError(f"TTA must be 1, 2, 4 or 8, got {s.tta}")
     if s.device not in ("auto", "cpu", "cuda") and not s.device.startswith("cuda:"):
         raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {s.device!r}")
+    if s.sensitivity is not None and s.sensitivity not in PRESET_NAMES:
+        raise ValueError(f"sensitivity must be one of {', '.join(PRESET_NAMES)}, got {s.sensitivity!r}")
     cmd = [python, "-m", "LungTumorSegLib", "segment", str(input_path), "-o", str(output_dir), "--progress", "json"]
     cmd += ["--device", s.device, "--format", s.output_format, "--overwrite"]
     if s.model:
@@ -161,6 +165,8 @@ def build_segment_command(python: str, input_path: str | Path, output_dir: str |
         cmd += ["--threshold", f"{float(s.threshold):g}"]
     if s.min_lesion_ml is not None:
         cmd += ["--min-lesion-ml", f"{float(s.min_lesion_ml):g}"]
+    if s.sensitivity is not None:
+        cmd += ["--sensitivity", s.sensitivity]
     if s.point_ras is not None:
         r, a, sup = (float(v) for v in s.point_ras)
         cmd += ["--point", f"{r:.3f}", f"{a:.3f}", f"{sup:.3f}", "--roi-mm", f"{float(s.roi_mm):g}"]
@@ -341,6 +347,7 @@ REPORT_SUFFIXES = (
     "_lesions.csv",
     "_summary.csv",
     "_summary.json",
+    "_candidates.json",
     "_overlay.png",
     "_snapshot.png",
 )
@@ -349,6 +356,59 @@ REPORT_SUFFIXES = (
 def report_files(output_dir: str | Path, stem: str) -> list[Path]:
     """The report files of a case present in the engine's output folder."""
     return [Path(output_dir) / f"{stem}{s}" for s in REPORT_SUFFIXES if (Path(output_dir) / f"{stem}{s}").is_file()]
+
+
+# ---------------------------------------------------------------- sensitivity presets and candidates
+
+
+def model_presets(manifest: dict[str, Any]) -> tuple[list[dict[str, Any]], str | None]:
+    """(the model's presets for a choice box: name, description, operating point; the default preset's name).
+
+    Empty for a model without presets (the engine then runs with its fixed output settings).
+    """
+    output = manifest.get("output", {}) if isinstance(manifest, dict) else {}
+    presets = bundle_presets(output) if isinstance(output, dict) else {}
+    rows = [{**preset.summary(), "name": name} for name, preset in presets.items()]
+    return rows, default_preset_name(output) if presets else None
+
+
+def preset_choice_text(row: dict[str, Any]) -> tuple[str, str]:
+    """(item text, tooltip) of a preset in the panel's choice: its measured point, and its rule in the tooltip."""
+    point = row.get("operating_point") or {}
+    found, fps = point.get("lesions_found"), point.get("false_positives_per_ct")
+    measured = ", ".join(
+        filter(None, (f"{found} found" if found else "", f"{fps:g} false positives/CT" if _is_number(fps) else ""))
+    )
+    text = f"{row['name']} ({measured})" if measured else str(row["name"])
+    tooltip = "\n".join(filter(None, (str(row.get("description") or ""), str(point.get("measured_on") or ""))))
+    return text, tooltip
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def candidate_rows(document: Any) -> list[dict[str, Any]]:
+    """The candidates of ``<stem>_candidates.json``, strongest first: label value, peak probability, volume,
+    centroid and the RAS bounding box (``box_ras_min``/``box_ras_max``, for the box tool); malformed rows skipped."""
+    items = document.get("candidates", []) if isinstance(document, dict) else []
+    rows = []
+    for item in items if isinstance(items, list) else []:
+        box = item.get("box_ras") if isinstance(item, dict) else None
+        corners = (_point(box.get("min")), _point(box.get("max"))) if isinstance(box, dict) else (None, None)
+        if not isinstance(item, dict) or None in corners or _point(item.get("centroid_ras")) is None:
+            continue
+        rows.append(
+            {
+                "label": int(_num(item.get("label"), 0)),
+                "peak_probability": _num(item.get("peak_probability")),
+                "volume_ml": _num(item.get("volume_ml")),
+                "centroid_ras": _point(item.get("centroid_ras")),
+                "box_ras_min": corners[0],
+                "box_ras_max": corners[1],
+            }
+        )
+    return rows
 
 
 # ---------------------------------------------------------------- model bundles

@@ -17,8 +17,8 @@ from typing import Any
 import slicer
 
 from ..model.model_names import user_models_dir
+from . import candidate_nodes, lesion_nodes, report_saving
 from . import dependencies as deps
-from . import lesion_nodes, report_saving
 from . import lesion_segments as lesions
 from . import mrml_nodes as nodes
 from . import segment_helpers as helpers
@@ -281,6 +281,11 @@ class SegmentationLogic(EngineRunLogic):
             inputVolume=inputVolume,
             promptSegmentId=job.get("promptSegmentId", ""),
         )
+        previousCandidates = previous.candidates if previous else None
+        if job.get("addToSegment"):  # a click asks for one lesion: the run's candidates stay as they were
+            result.candidates = previousCandidates if candidate_nodes.candidates_in_scene(previousCandidates) else None
+        else:
+            result.candidates = candidate_nodes.load_candidates(outputs, inputVolume, previousCandidates)
         if measurements is None:
             results.remeasure(result)
         else:
@@ -335,6 +340,26 @@ class SegmentationLogic(EngineRunLogic):
         results.remeasure(result)
         self._seedUndo[result.segmentationNode.GetID()].record_state()
         return True
+
+    def acceptCandidate(self, result: LungTumorSegResult, index: int) -> str:
+        """Add candidate ``index`` (its table row) as a lesion, as a seed click would (undoable); re-measure.
+
+        Returns the lesion segment's ID. Raises ValueError when there is no such candidate or it was accepted.
+        """
+        candidates = result.candidates
+        if not candidate_nodes.candidates_in_scene(candidates) or not 0 <= index < len(candidates.rows):
+            raise ValueError(f"no candidate {index + 1} to accept")
+        if candidates.rows[index]["accepted"] and candidates.rows[index]["accepted"] in lesion_nodes.segment_names(
+            result.segmentationNode
+        ):
+            raise ValueError(f"{candidates.rows[index]['name']} is already in {candidates.rows[index]['accepted']}")
+        undo = self.seedUndo(result.segmentationNode)
+        segmentId = undo.click(candidate_nodes.candidate_mask(candidates, index), result.inputVolume)
+        results.remeasure(result)
+        undo.record_state()
+        segment = result.segmentationNode.GetSegmentation().GetSegment(segmentId)
+        candidate_nodes.mark_accepted(candidates, index, segment.GetName() if segment else "")
+        return segmentId
 
     @staticmethod
     def isStale(result: LungTumorSegResult | None) -> bool:

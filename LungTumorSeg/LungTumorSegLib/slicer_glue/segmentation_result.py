@@ -35,6 +35,7 @@ class LungTumorSegResult:
         engineState: the state right after the engine's output was loaded (the engine's pictures still fit
             while the segments are unchanged).
         promptSegmentId: the segment a seed click or a box added, merged into or replaced ('' otherwise).
+        candidates: the run's candidates in the scene (``candidate_nodes.CandidateSet``; None without any).
     """
 
     segmentationNode: Any
@@ -52,6 +53,7 @@ class LungTumorSegResult:
     measuredState: tuple = ()
     engineState: tuple = ()
     promptSegmentId: str = ""
+    candidates: Any = None
 
     @property
     def segmentId(self) -> str:

@@ -173,6 +173,43 @@ class LungTumorSegTest(ScriptedLoadableModuleTest):
             self.assertTrue(any(p.name.endswith("_3d_view.png") for p in written), "the 3D view screenshot")
         self.delayDisplay("Demo nodule test passed")
 
+    def test_SensitivityPresetListsACandidateToAccept(self) -> None:
+        """A bundle copy whose ``specific`` preset reports nothing (peak 1.0): the nodule is a candidate, one accept
+        makes it the lesion segment (measured), and 'Undo last click' takes it back."""
+        from LungTumorSegLib.core.paths import BUNDLED_MODELS_DIR
+
+        self.requireEngine()
+        folder = Path(tempfile.mkdtemp(prefix="LungTumorSegTest-", dir=slicer.app.temporaryPath)) / "presets"
+        shutil.copytree(BUNDLED_MODELS_DIR / "lungtumorseg-ensemble", folder)
+        manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+        manifest["output"]["sensitivity"] = {
+            "default": "high",
+            "presets": {
+                "high": {"min_peak_probability": 0.5, "candidate_min_peak": 0.1, "max_candidates": 10},
+                "specific": {"min_peak_probability": 1.0, "candidate_min_peak": 0.5, "max_candidates": 5},
+            },
+        }
+        (folder / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
+        widget = self.widget()
+        widget.sensitivitySection.fillPresets(helpers.read_manifest(folder))
+        self.assertEqual(widget.ui.sensitivityComboBox.count, 2)
+        self.assertEqual(widget.sensitivitySection.chosenPreset(), "high")
+
+        self.delayDisplay("Segmenting the demo nodule at a preset that lists it as a candidate")
+        logic = SegmentationLogic()
+        settings = helpers.SegmentSettings(device="cpu", tta=1, model=str(folder), sensitivity="specific")
+        result = logic.run(self.loadNodule(), settings)
+        self.assertEqual(result.segmentIds, [])
+        self.assertIsNotNone(result.candidates)
+        self.assertEqual(result.candidates.tableNode.GetNumberOfRows(), 1)
+        segmentId = logic.acceptCandidate(result, 0)
+        self.assertEqual(result.segmentIds, [segmentId])
+        self.assertEqual(result.tableNode.GetNumberOfRows(), 1)
+        self.assertGreater(self.dice(self.lesionMask(result), self.noduleMask()[0]), 0.35)
+        self.assertTrue(logic.undoLastSeed(result))
+        self.assertEqual(result.segmentIds, [])
+        self.delayDisplay("Sensitivity preset and candidate test passed")
+
     def test_SeedClicksAddLesionsUnderATransform(self) -> None:
         """The CT under a translation: a seed click finds the nodule, a second one merges, undo takes it back."""
         import numpy as np

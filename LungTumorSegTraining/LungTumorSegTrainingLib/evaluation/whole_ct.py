@@ -2,7 +2,8 @@
 
 Scores are cross-validated with a plan (``cv_plan.json``) that names, for each fold, the model and the cases it did
 not train on; ``evaluate_plan`` runs every case with its own fold's model only, caches each case's row under the
-model's SHA-256 and writes the report (JSON, CSV, FROC, lesion pictures). ``context_sweep`` checks that a
+model's SHA-256 and writes the report (JSON, CSV, FROC, lesion pictures) and each case's probability map and lung
+field (``maps/``, which ``operating_points`` sweeps without running the models again). ``context_sweep`` checks that a
 lesion's segmentation does not depend on the region around it. Cases: ``whole_ct_cases``; scores:
 ``whole_ct_scoring``.
 """
@@ -22,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from LungTumorSegLib.core.errors import InputError
-from LungTumorSegLib.io.image_io import load_volume
+from LungTumorSegLib.io.image_io import load_volume, save_volume
 from LungTumorSegLib.measurements.metrics import dice
 from LungTumorSegLib.model.bundle import sha256_of
 from LungTumorSegLib.segmentation.options import SegmentOptions
@@ -104,8 +105,8 @@ def evaluate_plan(
 ) -> dict[str, Any]:
     """Segment every case with its fold's model, score it, and write the report to ``out_dir``.
 
-    Writes ``whole_ct.json`` (summary and rows), ``whole_ct.csv``, ``froc.png`` and one
-    ``<case>_lesions.png`` per case (with ``pictures``).
+    Writes ``whole_ct.json`` (summary and rows), ``whole_ct.csv``, ``froc.png``, one ``<case>_lesions.png`` per
+    case (with ``pictures``) and ``maps/<case>_probability.nii.gz`` + ``maps/<case>_lung.nii.gz`` (CT grid).
     """
     options = options or SegmentOptions(device="cpu")
     out_dir = Path(out_dir)
@@ -131,6 +132,7 @@ def evaluate_plan(
                 result = segment(ct, bundle, options, networks=networks)
                 row = {"fold": fold.name, **score_case(case, result, fp_min_ml)}
                 row["seconds"] = round(time.perf_counter() - tick, 1)
+                save_case_maps(out_dir, case.name, result)
                 if pictures:
                     from ..training.plots import save_lesion_panels
 
@@ -162,6 +164,21 @@ def evaluate_plan(
     return report
 
 
+def case_map_paths(out_dir: Path, case_name: str) -> tuple[Path, Path]:
+    """(probability map, lung field) of a scored case, as ``evaluate_plan`` keeps them."""
+    folder = Path(out_dir) / "maps"
+    return folder / f"{case_name}_probability.nii.gz", folder / f"{case_name}_lung.nii.gz"
+
+
+def save_case_maps(out_dir: Path, case_name: str, result: Any) -> None:
+    """Keep a case's probability and lung field (all zero when none was found) on the CT grid."""
+    probability, lung = case_map_paths(out_dir, case_name)
+    probability.parent.mkdir(parents=True, exist_ok=True)
+    lung_array = result.lung_mask.array if result.lung_mask is not None else np.zeros(result.label.shape, np.uint8)
+    save_volume(result.label.with_array(lung_array.astype(np.uint8)), lung, overwrite=True)
+    save_volume(result.probability, probability, overwrite=True)
+
+
 def model_fingerprint(models: Sequence[str]) -> list[str]:
     """SHA-256 of each model's weights (a run's ``checkpoints/best.pt``, a bundle's ``manifest.json``).
 
@@ -180,6 +197,8 @@ def _cached_row(out_dir: Path, case: WholeCtCase, fingerprint: dict, pictures: b
     """The case's row from an earlier run with the same models and options (an interrupted evaluation resumes)."""
     path = out_dir / "cases" / f"{case.name}.json"
     if not path.is_file() or (pictures and not (out_dir / f"{case.name}_lesions.png").is_file()):
+        return None
+    if not all(p.is_file() for p in case_map_paths(out_dir, case.name)):
         return None
     try:
         cached = json.loads(path.read_text(encoding="utf-8"))
