@@ -48,3 +48,20 @@ def test_fields_of_view_are_boxes_inside_the_image():
     assert all(0 <= s.start < s.stop <= n for s, n in zip(box, ct.shape))
     assert [s.stop - s.start for s in box] == [2 * int(np.ceil(20.0 / sp)) + 1 for sp in ct.spacing]
     assert [s.start for s in box_from(ct, np.array([3, 0, 5]))] == [3, 0, 5]
+
+
+def test_a_variant_cut_around_one_lesion_is_matched_to_it_by_volume():
+    """Cutting the image renumbers the lesions left in it; the table and picture must follow the right one."""
+    from LungTumorSegTrainingLib.evaluation.preset_pictures import variant_lesion_index
+
+    def facts(*volumes):
+        return [{"lesion": i + 1, "volume_ml": v} for i, v in enumerate(volumes)]
+
+    as_is = {"case": "c", "variant": "as is", "around_lesion": None, "lesions": facts(1.5, 0.6, 6.4)}
+    edge_2 = {"case": "c", "variant": "edge", "around_lesion": 2, "lesions": facts(0.6, 6.4)}  # lesion 1 cut off
+    edge_3 = {"case": "c", "variant": "edge", "around_lesion": 3, "lesions": facts(6.4)}
+    rows = [as_is, edge_2, edge_3]
+    assert variant_lesion_index(rows, as_is, 3) == 2
+    assert variant_lesion_index(rows, edge_2, 2) == 0 and variant_lesion_index(rows, edge_3, 3) == 0
+    assert variant_lesion_index(rows, edge_2, 3) is None  # the row was cut around another lesion
+    assert variant_lesion_index(rows, as_is, 4) is None

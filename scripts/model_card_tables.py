@@ -9,10 +9,14 @@ Reads ``scripts/data/operating_points.json`` (``scripts/choose_presets.py``) and
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT / "LungTumorSeg"), str(ROOT / "LungTumorSegTraining")]
+from LungTumorSegTrainingLib.evaluation.preset_pictures import variant_lesion_index  # noqa: E402
+
 CASE_NAMES = {
     "4dlung-113_HM10395-phase40": "4D-Lung 113_HM10395",
     "lidc-idri-0001": "LIDC-IDRI-0001",
@@ -122,6 +126,35 @@ def crop_variants_table(misses: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def whole_ct_variants_table(misses: dict[str, Any]) -> str:
+    """Per whole-CT lesion and scan variant: the peak of its region (or its highest probability when none is drawn),
+    and its lesion Dice at the outline threshold."""
+    rows = misses.get("variants", [])
+    lesions = sorted({(r["case"], f["lesion"]) for r in rows if r["around_lesion"] is None for f in r["lesions"]})
+    header = [f"{CASE_NAMES.get(case, case)} #{n}" for case, n in lesions]
+    lines = ["| variant | " + " | ".join(header) + " |", "|---|" + "---|" * len(header)]
+    for variant in dict.fromkeys(r["variant"] for r in rows):
+        cells = []
+        for case, n in lesions:
+            found = [
+                (r, i)
+                for r in rows
+                if r["case"] == case and r["variant"] == variant
+                for i in [variant_lesion_index(rows, r, n)]
+                if i is not None
+            ]
+            if not found:
+                cells.append("")
+                continue
+            row, index = found[0]
+            facts = row["lesions"][index]
+            peak = max((r["peak"] for r in facts["regions_at_threshold"]), default=facts["max_probability"])
+            detected, dice = row["levels"]["0.5"]["detected"][index], row["levels"]["0.5"]["dice"][index]
+            cells.append(f"{peak:.2f} / " + (f"{dice:.2f}" if detected else "missed"))
+        lines.append(f"| {variant} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     tables = json.loads((ROOT / "scripts" / "data" / "operating_points.json").read_text())
     misses_path = ROOT / "scripts" / "data" / "miss_analysis.json"
@@ -134,6 +167,12 @@ def main() -> None:
         print("## Crops\n\n" + crops_tables(misses))
     if misses.get("crop_variants"):
         print("## Crop variants\n\n" + crop_variants_table(misses) + "\n")
+    if misses.get("variants"):
+        print(
+            "## Whole-CT variants (highest probability / lesion Dice at 0.5)\n\n"
+            + whole_ct_variants_table(misses)
+            + "\n"
+        )
 
 
 if __name__ == "__main__":

@@ -156,21 +156,38 @@ def save_crop_peaks(
     return _save(figure, path)
 
 
+def variant_lesion_index(rows: Sequence[dict[str, Any]], row: dict[str, Any], lesion: int) -> int | None:
+    """Index in ``row["lesions"]`` of reference lesion ``lesion`` (numbered as in the case "as is").
+
+    A variant cut around one lesion (``around_lesion``) numbers the lesions left in its image anew, so the lesion is
+    the one whose volume is nearest its volume as is (the cuts keep it whole)."""
+    if row["around_lesion"] is None:
+        return next((i for i, f in enumerate(row["lesions"]) if f["lesion"] == lesion), None)
+    if row["around_lesion"] != lesion or not row["lesions"]:
+        return None
+    as_is = next((r for r in rows if r["case"] == row["case"] and r["around_lesion"] is None), None)
+    if as_is is None:
+        return None
+    volume = next(f["volume_ml"] for f in as_is["lesions"] if f["lesion"] == lesion)
+    return int(np.argmin([abs(f["volume_ml"] - volume) for f in row["lesions"]]))
+
+
 def save_variant_grid(rows: Sequence[dict[str, Any]], variants: Sequence[str], path: Path, level: float) -> Path:
     """Reference lesions (rows) × scan variants (columns): the peak probability of the lesion's region at the outline
     threshold (colour; its highest probability when no region is drawn), and whether a confidence level of
     ``level`` reports it (bold number) or not (grey)."""
-    lesions = sorted({(r["case"], f["lesion"]) for r in rows for f in r["lesions"]})
+    lesions = sorted({(r["case"], f["lesion"]) for r in rows if r["around_lesion"] is None for f in r["lesions"]})
     values = np.full((len(lesions), len(variants)), np.nan)
     for row in rows:
         if row["variant"] not in variants:
             continue
-        for facts in row["lesions"]:
-            if row["around_lesion"] not in (None, facts["lesion"]):
+        for line, (case, lesion) in enumerate(lesions):
+            index = variant_lesion_index(rows, row, lesion) if case == row["case"] else None
+            if index is None:
                 continue
+            facts = row["lesions"][index]
             peaks = [r["peak"] for r in facts["regions_at_threshold"]]
-            value = max(peaks) if peaks else facts["max_probability"]
-            values[lesions.index((row["case"], facts["lesion"])), list(variants).index(row["variant"])] = value
+            values[line, list(variants).index(row["variant"])] = max(peaks) if peaks else facts["max_probability"]
     figure, axis = plt.subplots(figsize=(1.0 + 0.95 * len(variants), 0.9 + 0.42 * len(lesions)), dpi=100)
     shown = axis.imshow(values, cmap="RdYlGn", vmin=0, vmax=1, aspect="auto")
     for (i, j), value in np.ndenumerate(values):
