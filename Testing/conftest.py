@@ -12,7 +12,9 @@ import pytest
 import torch
 from nibabel import orientations as ornt
 from slicer_mrml.fixtures import (  # noqa: F401 - real-MRML fixtures
+    logic,
     mrml,
+    nodule,
     recorded_box_run,
     recorded_nodule_run,
     recorded_seed_run,

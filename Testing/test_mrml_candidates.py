@@ -57,18 +57,6 @@ def lesion_run(tmp_path_factory, preset_bundle) -> dict:
     return record_segment_run(NODULE, out, "--tta", "1", "--model", str(preset_bundle), "--sensitivity", "high")
 
 
-@pytest.fixture
-def logic(mrml):
-    from LungTumorSegLib.slicer_glue.segmentation_logic import SegmentationLogic
-
-    return SegmentationLogic()
-
-
-@pytest.fixture
-def nodule(mrml):
-    return mrml.load_volume(NODULE)
-
-
 def engine_candidates(record) -> dict:
     return json.loads(Path(record["result"]["outputs"]["candidates_json"]).read_text(encoding="utf-8"))
 

@@ -24,18 +24,6 @@ NODULE = SAMPLE_DIR / "demo_nodule.nii.gz"
 CORNER = (slice(4, 12), slice(4, 12), slice(4, 10))  # engine [i, j, k] box far from the nodule
 
 
-@pytest.fixture
-def logic(mrml):
-    from LungTumorSegLib.slicer_glue.segmentation_logic import SegmentationLogic
-
-    return SegmentationLogic()
-
-
-@pytest.fixture
-def nodule(mrml):
-    return mrml.load_volume(NODULE)
-
-
 def click(logic, record, volume, tmp_path, previous=None, moved_to_corner=False):
     """Load a recorded seed run as a click's result (optionally its lesion moved to a corner of the CT)."""
     job = job_from_record(

@@ -25,18 +25,6 @@ from LungTumorSegLib.slicer_glue import segment_helpers as helpers
 NODULE = SAMPLE_DIR / "demo_nodule.nii.gz"
 
 
-@pytest.fixture
-def logic(mrml):
-    from LungTumorSegLib.slicer_glue.segmentation_logic import SegmentationLogic
-
-    return SegmentationLogic()
-
-
-@pytest.fixture
-def nodule(mrml):
-    return mrml.load_volume(NODULE)
-
-
 def load_recorded(logic, record, volume, tmp_path, **options):
     return logic.loadResults(job_from_record(record, volume, tmp_path, **options))
 

@@ -28,6 +28,20 @@ def mrml(tmp_path):
     environment.uninstall()
 
 
+@pytest.fixture
+def logic(mrml):
+    """The inference module's SegmentationLogic on the test's scene (test files may override it)."""
+    from LungTumorSegLib.slicer_glue.segmentation_logic import SegmentationLogic
+
+    return SegmentationLogic()
+
+
+@pytest.fixture
+def nodule(mrml):
+    """The demo nodule CT loaded into the test's scene."""
+    return mrml.load_volume(SAMPLE_DIR / "demo_nodule.nii.gz")
+
+
 def record_segment_run(ct: Path, out_dir: Path, *extra: str) -> dict:
     """Run ``lungtumorseg segment`` as the module does (``--progress json``, NRRD outputs) in this process.
 
