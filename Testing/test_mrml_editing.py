@@ -20,7 +20,6 @@ from LungTumorSegLib.io.image_io import load_volume, save_volume
 from LungTumorSegLib.slicer_glue import lesion_nodes, seed_points
 from LungTumorSegLib.slicer_glue import mrml_nodes as nodes
 
-NODULE = SAMPLE_DIR / "demo_nodule.nii.gz"
 CORNER = (slice(4, 12), slice(4, 12), slice(4, 10))  # engine [i, j, k] box far from the nodule
 
 

@@ -15,7 +15,11 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "LungTumorSeg"), str(ROOT / "LungTumorSegTraining")]
-from LungTumorSegTrainingLib.evaluation.preset_pictures import variant_lesion_index  # noqa: E402
+from LungTumorSegTrainingLib.evaluation.preset_pictures import (  # noqa: E402
+    lesion_peak,
+    variant_lesion_index,
+    variant_reference_lesions,
+)
 
 CASE_NAMES = {
     "4dlung-113_HM10395-phase40": "4D-Lung 113_HM10395",
@@ -130,7 +134,7 @@ def whole_ct_variants_table(misses: dict[str, Any]) -> str:
     """Per whole-CT lesion and scan variant: the peak of its region (or its highest probability when none is drawn),
     and its lesion Dice at the outline threshold."""
     rows = misses.get("variants", [])
-    lesions = sorted({(r["case"], f["lesion"]) for r in rows if r["around_lesion"] is None for f in r["lesions"]})
+    lesions = variant_reference_lesions(rows)
     header = [f"{CASE_NAMES.get(case, case)} #{n}" for case, n in lesions]
     lines = ["| variant | " + " | ".join(header) + " |", "|---|" + "---|" * len(header)]
     for variant in dict.fromkeys(r["variant"] for r in rows):
@@ -147,8 +151,7 @@ def whole_ct_variants_table(misses: dict[str, Any]) -> str:
                 cells.append("")
                 continue
             row, index = found[0]
-            facts = row["lesions"][index]
-            peak = max((r["peak"] for r in facts["regions_at_threshold"]), default=facts["max_probability"])
+            peak = lesion_peak(row["lesions"][index])
             detected, dice = row["levels"]["0.5"]["detected"][index], row["levels"]["0.5"]["dice"][index]
             cells.append(f"{peak:.2f} / " + (f"{dice:.2f}" if detected else "missed"))
         lines.append(f"| {variant} | " + " | ".join(cells) + " |")
@@ -169,9 +172,7 @@ def main() -> None:
         print("## Crop variants\n\n" + crop_variants_table(misses) + "\n")
     if misses.get("variants"):
         print(
-            "## Whole-CT variants (highest probability / lesion Dice at 0.5)\n\n"
-            + whole_ct_variants_table(misses)
-            + "\n"
+            "## Whole-CT variants (peak probability / lesion Dice at 0.5)\n\n" + whole_ct_variants_table(misses) + "\n"
         )
 
 

@@ -156,6 +156,16 @@ def save_crop_peaks(
     return _save(figure, path)
 
 
+def variant_reference_lesions(rows: Sequence[dict[str, Any]]) -> list[tuple[str, int]]:
+    """(case, lesion) of every reference lesion, numbered as in the case's uncut variants."""
+    return sorted({(r["case"], f["lesion"]) for r in rows if r["around_lesion"] is None for f in r["lesions"]})
+
+
+def lesion_peak(facts: dict[str, Any]) -> float:
+    """The peak of the lesion's region at the outline threshold; its highest probability when none is drawn."""
+    return max((region["peak"] for region in facts["regions_at_threshold"]), default=facts["max_probability"])
+
+
 def variant_lesion_index(rows: Sequence[dict[str, Any]], row: dict[str, Any], lesion: int) -> int | None:
     """Index in ``row["lesions"]`` of reference lesion ``lesion`` (numbered as in the case "as is").
 
@@ -176,7 +186,7 @@ def save_variant_grid(rows: Sequence[dict[str, Any]], variants: Sequence[str], p
     """Reference lesions (rows) × scan variants (columns): the peak probability of the lesion's region at the outline
     threshold (colour; its highest probability when no region is drawn), and whether a confidence level of
     ``level`` reports it (bold number) or not (grey)."""
-    lesions = sorted({(r["case"], f["lesion"]) for r in rows if r["around_lesion"] is None for f in r["lesions"]})
+    lesions = variant_reference_lesions(rows)
     values = np.full((len(lesions), len(variants)), np.nan)
     for row in rows:
         if row["variant"] not in variants:
@@ -185,9 +195,7 @@ def save_variant_grid(rows: Sequence[dict[str, Any]], variants: Sequence[str], p
             index = variant_lesion_index(rows, row, lesion) if case == row["case"] else None
             if index is None:
                 continue
-            facts = row["lesions"][index]
-            peaks = [r["peak"] for r in facts["regions_at_threshold"]]
-            values[line, list(variants).index(row["variant"])] = max(peaks) if peaks else facts["max_probability"]
+            values[line, list(variants).index(row["variant"])] = lesion_peak(row["lesions"][index])
     figure, axis = plt.subplots(figsize=(1.0 + 0.95 * len(variants), 0.9 + 0.42 * len(lesions)), dpi=100)
     shown = axis.imshow(values, cmap="RdYlGn", vmin=0, vmax=1, aspect="auto")
     for (i, j), value in np.ndenumerate(values):
